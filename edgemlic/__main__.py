@@ -1,0 +1,3 @@
+from edgemlic.cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""The model card: the one description of a model that travels with every artifact.
+
+It is saved inside each checkpoint, as JSON beside it, in the ONNX metadata and beside every engine.
+Everything downstream (evaluation, export, calibration, parity, benchmarks, the runtime) reads the
+class list, preprocessing and thresholds from here; nobody re-types them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemlic.errors import EdgemlicError
+from edgemlic.io import write_text
+
+CARD_FORMAT_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Evaluation preprocessing: shorter side to `resize_size`, centre crop `input_size`, normalize."""
+
+    input_size: int = 224
+    resize_size: int = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.input_size <= self.resize_size:
+            raise EdgemlicError(
+                f"preprocessing: input_size {self.input_size} must be positive and at most "
+                f"resize_size {self.resize_size}"
+            )
+        if self.interpolation not in ("bilinear", "bicubic"):
+            raise EdgemlicError(
+                f"preprocessing: interpolation must be bilinear or bicubic, not {self.interpolation!r}"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise EdgemlicError("preprocessing: mean and std need three values each, std positive")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model predicts, how its input is prepared, and where it came from."""
+
+    classes: tuple[str, ...]
+    architecture: str
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    threshold: float = 0.5
+    class_thresholds: tuple[float, ...] | None = None
+    precision: str = "fp32"
+    training_data: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+    format_version: int = CARD_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise EdgemlicError("model card: the class list is empty")
+        if len(set(self.classes)) != len(self.classes):
+            raise EdgemlicError(f"model card: class names repeat: {list(self.classes)}")
+        if not 0.0 < self.threshold < 1.0:
+            raise EdgemlicError(f"model card: threshold {self.threshold} must lie strictly between 0 and 1")
+        if self.class_thresholds is not None:
+            if len(self.class_thresholds) != len(self.classes):
+                raise EdgemlicError(
+                    f"model card: {len(self.class_thresholds)} thresholds for {len(self.classes)} classes"
+                )
+            if not all(0.0 < t < 1.0 for t in self.class_thresholds):
+                raise EdgemlicError("model card: every class threshold must lie strictly between 0 and 1")
+        if self.precision not in PRECISIONS:
+            raise EdgemlicError(
+                f"model card: precision {self.precision!r} is not one of {', '.join(PRECISIONS)}"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def thresholds(self, override: float | None = None) -> np.ndarray:
+        """Per-class decision thresholds; a global `override` replaces them all."""
+        if override is not None:
+            return np.full(self.num_classes, override, dtype=np.float32)
+        if self.class_thresholds is not None:
+            return np.asarray(self.class_thresholds, dtype=np.float32)
+        return np.full(self.num_classes, self.threshold, dtype=np.float32)
+
+    def replace(self, **changes: Any) -> ModelCard:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "model card") -> ModelCard:
+        """Validate and build a card; `source` names the file in error messages."""
+        if not isinstance(data, dict):
+            raise EdgemlicError(f"{source}: the model card is not a JSON object")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise EdgemlicError(f"{source}: not an edgemlic model card (no format_version)")
+        if version > CARD_FORMAT_VERSION:
+            raise EdgemlicError(
+                f"{source}: model card format {version} is newer than this edgemlic understands "
+                f"({CARD_FORMAT_VERSION}); upgrade edgemlic"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise EdgemlicError(f"{source}: unknown model card fields {unknown}")
+        try:
+            fields = dict(data)
+            pre = fields.pop("preprocessing", {})
+            if not isinstance(pre, dict):
+                raise TypeError("preprocessing must be an object")
+            pre = {k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()}
+            fields["classes"] = tuple(fields["classes"])
+            if fields.get("class_thresholds") is not None:
+                fields["class_thresholds"] = tuple(float(t) for t in fields["class_thresholds"])
+            return cls(preprocessing=Preprocessing(**pre), **fields)
+        except (KeyError, TypeError, ValueError) as e:
+            raise EdgemlicError(f"{source}: malformed model card ({e})") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model card") -> ModelCard:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise EdgemlicError(f"{source}: model card is not valid JSON ({e})") from None
+        return cls.from_dict(data, source)
+
+    def save(self, path: str | Path) -> None:
+        write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCard:
+        path = Path(path)
+        if not path.is_file():
+            raise EdgemlicError(f"{path}: model card file not found")
+        return cls.from_json(path.read_text(encoding="utf-8"), str(path))

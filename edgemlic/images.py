@@ -1,0 +1,131 @@
+"""Image decoding and evaluation preprocessing: one implementation for the whole project.
+
+Training measures accuracy with `preprocess`, and the runtime, INT8 calibration, parity and benchmarks
+call the same function, so a difference between backends can never come from a resize. No torch here.
+
+Colour rule of `decode_image` (every input becomes 8-bit RGB):
+- EXIF orientation is applied first, so pixels are as a viewer shows them.
+- 16-bit and 32-bit integer images ("I;16", "I") are taken as 16-bit data and scaled by 1/257 to 0..255;
+  float images ("F") are clipped to 0..255.
+- Images with transparency (RGBA, LA, palette with a transparent colour) are composited over white.
+- Everything else (grayscale, palette, CMYK, YCbCr, 1-bit) goes through Pillow's RGB conversion.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edgemlic.card import Preprocessing
+from edgemlic.errors import EdgemlicError
+
+MAX_PIXELS = 100_000_000
+"""Largest image accepted, checked from the header before any pixel is decoded."""
+
+ImageSource = str | Path | bytes | np.ndarray | Image.Image
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def decode_image(
+    source: str | Path | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None
+) -> Image.Image:
+    """Fully decode an image file (or its bytes) to an 8-bit RGB Pillow image."""
+    label = name or (str(source) if not isinstance(source, bytes) else "image bytes")
+    try:
+        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise EdgemlicError(f"{label}: image file not found") from None
+    except OSError as e:
+        raise EdgemlicError(f"{label}: cannot open image ({e.strerror or e})") from None
+    with fp:
+        try:
+            with Image.open(fp) as img:
+                if img.width * img.height > max_pixels:
+                    raise EdgemlicError(
+                        f"{label}: image is {img.width}x{img.height}, over the {max_pixels:,} pixel limit"
+                    )
+                img.load()  # decode every pixel now: a truncated file fails here, not later
+                return _to_rgb(ImageOps.exif_transpose(img))
+        except UnidentifiedImageError:
+            raise EdgemlicError(f"{label}: not an image file Pillow can read") from None
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise EdgemlicError(f"{label}: corrupt or truncated image ({e})") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        data = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(np.rint(data / 257.0), 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def as_rgb_image(source: ImageSource) -> Image.Image:
+    """Accept a path, encoded bytes, an HxWx3 uint8 RGB array or a Pillow image; return RGB Pillow."""
+    if isinstance(source, Image.Image):
+        return _to_rgb(source)
+    if isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
+            raise EdgemlicError(
+                f"image array must be HxWx3 uint8 RGB, got shape {source.shape} and dtype {source.dtype}"
+            )
+        return Image.fromarray(source, "RGB")
+    return decode_image(source)
+
+
+def preprocess(image: ImageSource, pre: Preprocessing) -> np.ndarray:
+    """Resize the shorter side, centre-crop and normalize: a 3xSxS float32 array (CHW)."""
+    img = as_rgb_image(image)
+    w, h = img.size
+    # Sizes and offsets round exactly as torchvision's Resize(int) and CenterCrop do: the short side
+    # becomes resize_size, the long side is truncated, and the crop offset rounds half to even.
+    long_side = int(pre.resize_size * max(w, h) / min(w, h))
+    new_w, new_h = (pre.resize_size, long_side) if w <= h else (long_side, pre.resize_size)
+    img = img.resize((new_w, new_h), _RESAMPLE[pre.interpolation])
+    left, top = round((new_w - pre.input_size) / 2), round((new_h - pre.input_size) / 2)
+    img = img.crop((left, top, left + pre.input_size, top + pre.input_size))
+    x = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
+    x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess_batch(images: list[ImageSource], pre: Preprocessing) -> np.ndarray:
+    """Stack preprocessed images into an NxCxSxS float32 batch."""
+    if not images:
+        raise EdgemlicError("no images given")
+    return np.stack([preprocess(im, pre) for im in images])
+
+
+def iter_preprocessed(
+    sources: Sequence[ImageSource], pre: Preprocessing, batch_size: int, threads: int | None = None
+) -> Iterator[np.ndarray]:
+    """Yield preprocessed batches in order, decoding on a thread pool a few batches ahead.
+
+    Pillow releases the GIL while decoding and resizing, so threads overlap with inference; the
+    look-ahead is bounded so a 100k-image split never sits in memory at once.
+    """
+    threads = threads or min(8, os.cpu_count() or 1)
+    ahead = max(2, (2 * threads + batch_size - 1) // batch_size)
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque[list[Future[np.ndarray]]] = deque()
+        for start in range(0, len(sources), batch_size):
+            pending.append([pool.submit(preprocess, s, pre) for s in sources[start : start + batch_size]])
+            if len(pending) > ahead:
+                yield np.stack([f.result() for f in pending.popleft()])
+        while pending:
+            yield np.stack([f.result() for f in pending.popleft()])
