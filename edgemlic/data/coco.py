@@ -1,0 +1,251 @@
+"""COCO-format datasets as multilabel samples: an image path and a multi-hot target per image.
+
+The annotation file is validated here before pycocotools sees it, so a bad file gives a one-line
+`EdgemlicError` naming the file and the record, never an assert or a KeyError from deep inside.
+Image files are not opened at load time; `edgemlic data check` does that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import numpy as np
+
+from edgemlic.errors import EdgemlicError
+
+DEFAULT_CATEGORIES = (
+    "dog",
+    "cat",
+    "bird",
+    "horse",
+    "sheep",
+    "cow",
+    "bear",
+    "giraffe",
+    "zebra",
+    "elephant",
+    "potted plant",
+    "couch",
+)
+"""The twelve categories of the reference recipe."""
+
+_LAYOUT_HINT = "COCO's layout is ROOT/annotations/instances_SPLIT.json with images in ROOT/SPLIT/"
+_REQUIRED = {
+    "images": ("id", "file_name"),
+    "annotations": ("id", "image_id", "category_id"),
+    "categories": ("id", "name"),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One image and its multi-hot float32 target in the split's class order."""
+
+    path: Path
+    image_id: int
+    target: np.ndarray
+
+
+@dataclass(frozen=True)
+class CocoSplit:
+    """The samples of one split, with the class order their targets use."""
+
+    root: Path
+    split: str
+    classes: tuple[str, ...]
+    samples: list[Sample]
+    annotation_file: Path
+
+    @property
+    def image_dir(self) -> Path:
+        return self.root / self.split
+
+
+def parse_categories(text: str | None) -> tuple[str, ...] | None:
+    """Turn "dog,cat,potted plant" into names; empty or None means the default selection."""
+    if text is None or not text.strip():
+        return None
+    names = tuple(name.strip() for name in text.split(","))
+    if "" in names:
+        raise EdgemlicError(f"categories {text!r}: an empty name between commas; write names like dog,cat")
+    repeated = repeated_values(names)
+    if repeated:
+        raise EdgemlicError(
+            f"categories {text!r}: {', '.join(repeated)} given twice; name each category once"
+        )
+    return names
+
+
+def split_paths(root: Path, split: str) -> tuple[Path, Path]:
+    """The annotation file and image folder of a split, checked to exist."""
+    root = Path(root)
+    annotation_file = root / "annotations" / f"instances_{split}.json"
+    image_dir = root / split
+    if not root.is_dir():
+        raise EdgemlicError(f"{root}: COCO root folder not found; {_LAYOUT_HINT}")
+    if not annotation_file.is_file():
+        raise EdgemlicError(f"{annotation_file}: annotation file not found; {_LAYOUT_HINT}")
+    if not image_dir.is_dir():
+        raise EdgemlicError(f"{image_dir}: image folder of split {split!r} not found; {_LAYOUT_HINT}")
+    return annotation_file, image_dir
+
+
+def read_annotation_file(path: Path) -> dict[str, Any]:
+    """Load a COCO instances file and check the fields edgemlic reads; categories must be unique."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            dataset = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgemlicError(
+            f"{path}: annotation file is not valid JSON ({e}); give a COCO instances file"
+        ) from None
+    if not isinstance(dataset, dict):
+        raise EdgemlicError(f"{path}: annotation file holds no JSON object; give a COCO instances file")
+    for key, fields in _REQUIRED.items():
+        records = dataset.get(key)
+        if not isinstance(records, list):
+            raise EdgemlicError(
+                f"{path}: no '{key}' list; a COCO instances file has images, annotations, categories"
+            )
+        for index, record in enumerate(records):
+            _check_record(path, key, index, record, fields)
+    for field in ("id", "name"):
+        repeated = repeated_values(c[field] for c in dataset["categories"])
+        if repeated:
+            raise EdgemlicError(
+                f"{path}: category {field} {repeated[0]!r} appears twice; category {field}s must be unique"
+            )
+    return dataset
+
+
+def _check_record(path: Path, key: str, index: int, record: Any, fields: tuple[str, ...]) -> None:
+    if not isinstance(record, dict):
+        raise EdgemlicError(
+            f"{path}: {key}[{index}] is not a JSON object; fix or regenerate the annotation file"
+        )
+    for field in fields:
+        value = record.get(field)
+        wanted = str if field in ("file_name", "name") else int
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise EdgemlicError(
+                f"{path}: {key}[{index}] has no valid '{field}' (needs {wanted.__name__}, got {value!r}); "
+                f"each {key[:-1]} record needs {', '.join(fields)}"
+            )
+
+
+def repeated_values(values: Iterable[Any]) -> list[Any]:
+    """Values seen more than once, in order of first appearance."""
+    return [value for value, count in Counter(values).items() if count > 1]
+
+
+def dangling_annotations(dataset: dict[str, Any]) -> list[dict[str, Any]]:
+    """Annotations whose image or category is not in the file."""
+    image_ids = {im["id"] for im in dataset["images"]}
+    category_ids = {c["id"] for c in dataset["categories"]}
+    return [
+        a
+        for a in dataset["annotations"]
+        if a["image_id"] not in image_ids or a["category_id"] not in category_ids
+    ]
+
+
+def unsafe_file_name(file_name: str) -> bool:
+    """True for a name that is empty, absolute or climbs out of the image folder with '..'."""
+    path = PurePosixPath(file_name.replace("\\", "/"))
+    return (
+        not path.parts or path.is_absolute() or bool(PureWindowsPath(file_name).drive) or ".." in path.parts
+    )
+
+
+def load_coco_split(
+    root: Path, split: str, categories: Sequence[str] | None = None, keep_negatives: bool = False
+) -> CocoSplit:
+    """Read a split's images and labels; by default only images with a chosen category are kept."""
+    from pycocotools.coco import COCO
+
+    annotation_file, image_dir = split_paths(root, split)
+    dataset = read_annotation_file(annotation_file)
+    _check_consistency(annotation_file, dataset)
+
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress lines
+        coco.createIndex()
+
+    by_name = {c["name"]: c["id"] for c in coco.loadCats(sorted(coco.getCatIds()))}
+    classes = _choose_categories(annotation_file, list(by_name), categories)
+    column = {by_name[name]: i for i, name in enumerate(classes)}
+
+    image_dir = image_dir.resolve()
+    samples = []
+    for image_id in sorted(coco.getImgIds()):
+        target = np.zeros(len(classes), dtype=np.float32)
+        # Crowd annotations count as present: the object is in the image, just not outlined one by one.
+        for ann in coco.imgToAnns[image_id]:
+            if ann["category_id"] in column:
+                target[column[ann["category_id"]]] = 1.0
+        if keep_negatives or target.any():
+            target.flags.writeable = False
+            samples.append(Sample(image_dir / coco.imgs[image_id]["file_name"], image_id, target))
+    if not samples and keep_negatives:
+        raise EdgemlicError(f"{annotation_file}: split {split!r} lists no images; give a split that has some")
+    if not samples:
+        raise EdgemlicError(
+            f"{annotation_file}: no image of split {split!r} contains any of {', '.join(classes)}; "
+            "choose other categories or keep negatives"
+        )
+    return CocoSplit(Path(root), split, classes, samples, annotation_file)
+
+
+def _check_consistency(path: Path, dataset: dict[str, Any]) -> None:
+    """Reject what would silently corrupt labels: repeated ids, dangling references, unsafe file names."""
+    for key, what in (("images", "image"), ("annotations", "annotation")):
+        repeated = repeated_values(r["id"] for r in dataset[key])
+        if repeated:
+            raise EdgemlicError(
+                f"{path}: {len(repeated)} {what} id(s) appear more than once (first: {repeated[0]}); "
+                "ids must be unique; `edgemlic data check` lists examples"
+            )
+    dangling = dangling_annotations(dataset)
+    if dangling:
+        a = dangling[0]
+        raise EdgemlicError(
+            f"{path}: {len(dangling)} annotation(s) point to a missing image or category (first: annotation "
+            f"{a['id']} with image_id {a['image_id']}, category_id {a['category_id']}); fix or drop them"
+        )
+    for image in dataset["images"]:
+        if unsafe_file_name(image["file_name"]):
+            raise EdgemlicError(
+                f"{path}: image {image['id']} has file_name {image['file_name']!r}, which leaves the image "
+                "folder; use a path relative to the split folder"
+            )
+
+
+def _choose_categories(path: Path, available: list[str], wanted: Sequence[str] | None) -> tuple[str, ...]:
+    """Names given: exactly those in that order. None: the defaults if all present, else the file's own."""
+    if not available:
+        raise EdgemlicError(
+            f"{path}: the 'categories' list is empty; a COCO instances file names its categories"
+        )
+    if wanted is None:
+        return DEFAULT_CATEGORIES if set(DEFAULT_CATEGORIES) <= set(available) else tuple(available)
+    wanted = tuple(wanted)
+    if not wanted:
+        raise EdgemlicError(f"{path}: the category list is empty; name at least one category")
+    repeated = repeated_values(wanted)
+    if repeated:
+        raise EdgemlicError(f"{path}: category {repeated[0]!r} is asked for twice; name each category once")
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise EdgemlicError(
+            f"{path}: unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
+            f"valid names: {', '.join(available)}"
+        )
+    return wanted

@@ -1,0 +1,68 @@
+"""Torch datasets for training and evaluation.
+
+Evaluation samples go through `edgemlic.images.preprocess`, the function the runtime uses. Training
+adds the reference augmentation (random rotation and horizontal flip) on the decoded image first.
+Augmentation draws come from a seed the sampler hands to each item, so a run is reproducible and
+resumes exactly, whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from edgemlic.card import Preprocessing
+from edgemlic.data.coco import Sample
+from edgemlic.images import decode_image, preprocess
+
+
+def augment(img: Image.Image, rng: np.random.Generator, rotation: float, hflip: bool) -> Image.Image:
+    """Random rotation in ±`rotation` degrees (corners filled black) and a random horizontal flip."""
+    if rotation:
+        img = img.rotate(float(rng.uniform(-rotation, rotation)), resample=Image.Resampling.BILINEAR)
+    if hflip and rng.random() < 0.5:
+        img = ImageOps.mirror(img)
+    return img
+
+
+class MultilabelDataset(torch.utils.data.Dataset):
+    """Items are (CHW float tensor, multi-hot target); an index may carry an augmentation seed."""
+
+    def __init__(
+        self, samples: Sequence[Sample], pre: Preprocessing, rotation: float = 0.0, hflip: bool = False
+    ) -> None:
+        self.samples, self.pre, self.rotation, self.hflip = samples, pre, rotation, hflip
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        sample = self.samples[index]
+        img = decode_image(sample.path)
+        if seed is not None:
+            img = augment(img, np.random.default_rng(seed), self.rotation, self.hflip)
+        return torch.from_numpy(preprocess(img, self.pre)), torch.tensor(sample.target)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A seeded shuffle per epoch yielding (index, augmentation seed), optionally from a position.
+
+    `start` skips the first items of the epoch, which is how a resumed run continues mid-epoch.
+    """
+
+    def __init__(self, size: int, seed: int, epoch: int, start: int = 0) -> None:
+        self.size, self.seed, self.epoch, self.start = size, seed, epoch, start
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.size)
+        seeds = rng.integers(0, 2**63 - 1, size=self.size)
+        for i in range(self.start, self.size):
+            yield int(order[i]), int(seeds[i])

@@ -1,0 +1,78 @@
+"""Shared fixtures (a small generated dataset, the real coco-mini slice) and hardware markers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edgemlic.data.synth import generate_shapes_dataset
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 train and 24 val shape images of 64 px, seed 0; treat as read-only."""
+    out = tmp_path_factory.mktemp("synth") / "shapes"
+    return generate_shapes_dataset(out, train_images=48, val_images=24, image_size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def coco_mini() -> Path:
+    """The real COCO slice in ../shared/coco-mini, or wherever EDGEMLIC_COCO_MINI points."""
+    env = os.environ.get("EDGEMLIC_COCO_MINI")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "coco-mini"
+    if not (path / "annotations").is_dir():
+        pytest.skip(f"coco-mini not found at {path}; set EDGEMLIC_COCO_MINI to its folder")
+    return path
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _tensorrt_importable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:  # a broken install raises more than ImportError
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` and `tensorrt` tests, with the reason, where the hardware or library is missing."""
+    wants_trt = [item for item in items if item.get_closest_marker("tensorrt")]
+    wants_gpu = [
+        item for item in items if item.get_closest_marker("gpu") or item.get_closest_marker("tensorrt")
+    ]
+    if not wants_gpu:
+        return  # torch is imported only when some test needs the answer
+    if not _cuda_available():
+        for item in wants_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; torch.cuda.is_available() is False"))
+    elif wants_trt and not _tensorrt_importable():
+        for item in wants_trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT; `import tensorrt` failed"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """best.pt of a resnet_tiny trained for a few real steps at 32 px on the generated dataset."""
+    from edgemlic.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    config = TrainConfig(
+        coco_root=str(synth_root), out_dir=str(run), arch="resnet_tiny", weights="none", input_size=32,
+        resize_size=36, epochs=3, batch_size=8, lr=0.05, head_lr_mult=1.0, workers=0, device="cpu",
+    )
+    return train(config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def val_images(synth_root: Path) -> list[Path]:
+    """Real JPEG files of the generated validation split."""
+    return sorted((synth_root / "val2017").glob("*.jpg"))[:8]
