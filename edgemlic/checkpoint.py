@@ -1,0 +1,73 @@
+"""Checkpoints: a plain dict written atomically and loaded without executing code.
+
+`torch.load(weights_only=True)` only rebuilds tensors and plain containers, so a checkpoint file
+from an untrusted source cannot run code. The model card travels inside as a plain dict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgemlic.card import ModelCard
+from edgemlic.errors import EdgemlicError
+from edgemlic.io import atomic_path
+
+CHECKPOINT_FORMAT = "edgemlic-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, **state: Any) -> None:
+    """Write `model`'s weights, the card and any training state (plain values or state dicts)."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "card": card.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **state,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and validate a checkpoint; the returned dict has `card` as a ModelCard."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise EdgemlicError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise EdgemlicError(
+            f"{path}: not a loadable edgemlic checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise EdgemlicError(f"{path}: not an edgemlic checkpoint (made by another tool?)")
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise EdgemlicError(
+            f"{path}: checkpoint version {payload['version']} is newer than this edgemlic reads "
+            f"({CHECKPOINT_VERSION}); upgrade edgemlic"
+        )
+    payload["card"] = ModelCard.from_dict(payload.get("card"), f"{path} (model card)")
+    return payload
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
+    """Rebuild the network from a checkpoint (no weight download) in eval mode on the CPU."""
+    from edgemlic.models import create_model
+
+    payload = load_checkpoint(path)
+    card = payload["card"]
+    model = create_model(card.architecture, card.num_classes, weights="none")
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as e:
+        raise EdgemlicError(
+            f"{path}: weights do not match {card.architecture} ({str(e).splitlines()[0]})"
+        ) from None
+    return model.eval(), card

@@ -1,0 +1,18 @@
+"""Command-line interface: thin typer wrappers over library functions."""
+
+from __future__ import annotations
+
+import sys
+
+from edgemlic.cli import data, evaluate, train  # noqa: E402,F401  (each registers its commands)
+from edgemlic.cli.app import app
+from edgemlic.errors import EdgemlicError
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and exit code 1."""
+    try:
+        app(args=argv, prog_name="edgemlic")
+    except EdgemlicError as e:
+        print(f"edgemlic: error: {e}", file=sys.stderr)
+        sys.exit(1)

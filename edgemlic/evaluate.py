@@ -1,0 +1,48 @@
+"""Evaluate any artifact on a COCO-format split: the metrics report and the raw scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgemlic.data.coco import load_coco_split
+from edgemlic.io import atomic_path
+from edgemlic.metrics import multilabel_metrics, threshold_sweep
+from edgemlic.runtime import Predictor
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    report: dict
+    scores: np.ndarray
+    targets: np.ndarray
+    classes: tuple[str, ...]
+
+    def save_scores(self, path: str | Path) -> None:
+        """Write `scores` (N x C probabilities), `targets` (N x C of 0/1) and `classes` as .npz."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, scores=self.scores, targets=self.targets, classes=np.array(self.classes))
+
+
+def evaluate_artifact(
+    artifact: str | Path,
+    coco_root: str | Path,
+    split: str = "val2017",
+    threshold: float | None = None,
+    keep_negatives: bool = False,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> Evaluation:
+    """Score every image of `split` that has one of the model's classes and compute the metrics."""
+    with Predictor(artifact, threshold=threshold, device=device) as predictor:
+        card = predictor.card
+        data = load_coco_split(Path(coco_root), split, card.classes, keep_negatives)
+        scores = predictor.scores([s.path for s in data.samples], batch_size)
+    targets = np.stack([s.target for s in data.samples])
+    report = multilabel_metrics(scores, targets, predictor.thresholds, card.classes)
+    report["sweep"] = threshold_sweep(scores, targets)
+    report["split"] = split
+    report["artifact"] = str(artifact)
+    return Evaluation(report, scores, targets, card.classes)

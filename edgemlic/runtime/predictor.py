@@ -1,0 +1,79 @@
+"""Images in, labels out: the part of edgemlic an application embeds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgemlic.errors import EdgemlicError
+from edgemlic.images import ImageSource, iter_preprocessed
+from edgemlic.runtime.backend import Backend
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def load_backend(artifact: str | Path, device: str = "auto") -> Backend:
+    """Open a checkpoint (.pt), ONNX model (.onnx) or TensorRT engine (.engine) behind one interface."""
+    path = Path(artifact)
+    if not path.exists():
+        raise EdgemlicError(f"{path}: artifact not found")
+    if path.is_dir() or path.suffix in CHECKPOINT_SUFFIXES:
+        from edgemlic.runtime.torch_backend import TorchBackend
+
+        return TorchBackend(path, device)
+    if path.suffix == ".onnx":
+        from edgemlic.runtime.onnx_backend import OnnxBackend
+
+        return OnnxBackend(path, device)
+    raise EdgemlicError(
+        f"{path}: unknown artifact type; expected a .pt checkpoint, .onnx model or .engine file"
+    )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    source: str
+    scores: dict[str, float]
+    labels: list[str]
+
+    def to_dict(self) -> dict:
+        return {"image": self.source, "labels": self.labels, "scores": self.scores}
+
+
+class Predictor:
+    """Classify images with an artifact, applying the card's thresholds (or a global override)."""
+
+    def __init__(
+        self, artifact: str | Path | Backend, threshold: float | None = None, device: str = "auto"
+    ) -> None:
+        self.backend = artifact if isinstance(artifact, Backend) else load_backend(artifact, device)
+        self.card = self.backend.card
+        self.thresholds = self.card.thresholds(threshold)
+
+    def scores(self, images: Sequence[ImageSource], batch_size: int = 32) -> np.ndarray:
+        """Probabilities, N x classes, in the card's class order."""
+        batches = iter_preprocessed(images, self.card.preprocessing, batch_size)
+        return np.concatenate([self.backend.infer(b) for b in batches])
+
+    def predict(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[Prediction]:
+        scores = self.scores(images, batch_size)
+        return [
+            Prediction(
+                source=str(im) if isinstance(im, str | Path) else f"array[{i}]",
+                scores={c: round(float(s), 6) for c, s in zip(self.card.classes, row, strict=True)},
+                labels=[c for c, s, t in zip(self.card.classes, row, self.thresholds, strict=True) if s >= t],
+            )
+            for i, (im, row) in enumerate(zip(images, scores, strict=True))
+        ]
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,380 @@
+"""Training: a config in, `train_one_epoch` and `evaluate` as plain functions, checkpoints out.
+
+The defaults are the reference recipe (ImageNet ResNet-50, SGD momentum 0.9, lr 5e-4 with a 10x head,
+batch 32, 10 epochs, rotation ±45° and horizontal flip, early stopping on validation loss). A run
+directory holds config.json, card.json, best.pt, last.pt, metrics.csv and curves.png; `--resume`
+continues from last.pt exactly where it was written.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgemlic import __version__
+from edgemlic.card import ModelCard, Preprocessing
+from edgemlic.checkpoint import load_checkpoint, save_checkpoint
+from edgemlic.data.coco import CocoSplit, load_coco_split
+from edgemlic.data.transforms import EpochSampler, MultilabelDataset
+from edgemlic.errors import EdgemlicError
+from edgemlic.io import write_json, write_text
+from edgemlic.losses import create_loss
+from edgemlic.metrics import multilabel_metrics
+from edgemlic.models import backbone_parameters, create_model, head_parameters
+from edgemlic.runtime.torch_backend import resolve_device
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    coco_root: str
+    out_dir: str
+    categories: tuple[str, ...] | None = None
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    keep_negatives: bool = False
+    arch: str = "resnet50"
+    weights: str = "imagenet"
+    input_size: int = 224
+    resize_size: int = 256
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 5e-4
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    loss: str = "bce"
+    optimizer: str = "sgd"
+    """sgd (reference: momentum, head at lr x head_lr_mult) or adamw (same parameter groups)."""
+    schedule: str = "constant"
+    """constant (reference) or cosine: linear warm-up over the first 5% of iterations, then cosine to 0."""
+    rotation: float = 45.0
+    hflip: bool = True
+    val_every: int = 0
+    """Validate every this many iterations; 0 validates at the end of every epoch."""
+    patience: int = 5
+    """Stop after this many validations without a lower validation loss."""
+    max_steps: int = 0
+    """Stop after this many iterations in total (0: no limit); for smoke runs."""
+    threshold: float = 0.5
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise EdgemlicError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.lr <= 0:
+            raise EdgemlicError("--lr must be positive")
+        if self.optimizer not in OPTIMIZERS:
+            raise EdgemlicError(f"--optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise EdgemlicError(f"--schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        if data.get("categories") is not None:
+            data["categories"] = tuple(data["categories"])
+        return cls(**data)
+
+
+@dataclass
+class TrainState:
+    """Everything besides weights and optimizer that a resumed run needs to continue exactly."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    best_val_loss: float = math.inf
+    stale_evals: int = 0
+    history: list[dict] = field(default_factory=list)
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    scores: np.ndarray
+    targets: np.ndarray
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable,
+    device: torch.device,
+    on_step: Callable[[float], bool],
+) -> None:
+    """One pass over `loader`; `on_step(loss)` runs after each iteration and returns True to stop."""
+    model.train()
+    for images, targets in loader:
+        images, targets = _to_device(images, targets, device)
+        with _autocast(device):
+            loss = loss_fn(model(images).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if on_step(loss.item()):
+            return
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loss_fn: nn.Module, loader: Iterable, device: torch.device) -> EvalResult:
+    """Mean loss, sigmoid scores and targets over `loader`."""
+    model.eval()
+    losses, scores, targets = [], [], []
+    for images, target in loader:
+        images, target = _to_device(images, target, device)
+        with _autocast(device):
+            logits = model(images).float()
+        losses.append(loss_fn(logits, target).item() * len(target))
+        scores.append(torch.sigmoid(logits).cpu().numpy())
+        targets.append(target.cpu().numpy())
+    n = sum(len(t) for t in targets)
+    return EvalResult(sum(losses) / n, np.concatenate(scores), np.concatenate(targets))
+
+
+def _to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device):
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets.to(device, non_blocking=True)
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast needs no loss scaling; on CPU training stays in fp32.
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def load_data(config: TrainConfig) -> tuple[CocoSplit, CocoSplit]:
+    train = load_coco_split(
+        Path(config.coco_root), config.train_split, config.categories, config.keep_negatives
+    )
+    val = load_coco_split(Path(config.coco_root), config.val_split, train.classes, config.keep_negatives)
+    return train, val
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train (or resume) the run in `config.out_dir`; returns the best checkpoint's path."""
+    run_dir = Path(config.out_dir)
+    if resume:
+        payload = load_checkpoint(run_dir / "last.pt")
+        config = TrainConfig.from_dict(payload["config"])
+    elif (run_dir / "last.pt").exists():
+        raise EdgemlicError(
+            f"{run_dir} already holds a training run; pass --resume {run_dir} or another --out"
+        )
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    train_split, val_split = load_data(config)
+    card = ModelCard(
+        classes=train_split.classes,
+        architecture=config.arch,
+        preprocessing=Preprocessing(input_size=config.input_size, resize_size=config.resize_size),
+        threshold=config.threshold,
+        training_data={
+            "dataset": Path(config.coco_root).name,
+            "train_split": config.train_split,
+            "train_images": len(train_split.samples),
+            "val_split": config.val_split,
+            "val_images": len(val_split.samples),
+        },
+        provenance={"edgemlic": __version__},
+    )
+
+    model = create_model(config.arch, card.num_classes, "none" if resume else config.weights).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = create_loss(config.loss)
+    pre = card.preprocessing
+    train_set = MultilabelDataset(train_split.samples, pre, config.rotation, config.hflip)
+    val_loader = _loader(MultilabelDataset(val_split.samples, pre), config, device)
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    val_every = config.val_every or steps_per_epoch
+
+    optimizer = create_optimizer(config, model)
+    scheduler = create_schedule(config, optimizer, total_steps)
+    state = TrainState()
+    if resume:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        state = TrainState(**payload["train_state"])
+        if state.finished:
+            raise EdgemlicError(f"{run_dir}: this run already finished; start a new one with another --out")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", dataclasses.asdict(config))
+        card.save(run_dir / "card.json")
+
+    reporter = _Progress(total_steps, state.step, enabled=progress)
+    running: list[float] = []
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(
+            path,
+            model,
+            card,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            config=dataclasses.asdict(config),
+            train_state=dataclasses.asdict(state),
+        )
+
+    def validate() -> bool:
+        """Evaluate, log, checkpoint; True when early stopping says to stop."""
+        result = evaluate(model, loss_fn, val_loader, device)
+        model.train()  # validation can fall mid-epoch
+        metrics = multilabel_metrics(result.scores, result.targets, card.threshold)
+        improved = result.loss < state.best_val_loss
+        state.best_val_loss = min(state.best_val_loss, result.loss)
+        state.stale_evals = 0 if improved else state.stale_evals + 1
+        state.history.append(
+            {
+                "epoch": state.epoch + state.batch_in_epoch / steps_per_epoch,
+                "step": state.step,
+                "train_loss": float(np.mean(running)) if running else float("nan"),
+                "val_loss": result.loss,
+                "val_micro_f1": metrics["micro_f1"],
+                "val_jaccard": metrics["jaccard"],
+                "val_mAP": metrics["mAP"],
+                "elapsed_s": reporter.elapsed(),
+            }
+        )
+        running.clear()
+        stop = state.stale_evals >= config.patience
+        state.finished = stop or state.step >= total_steps
+        if improved:
+            checkpoint(run_dir / "best.pt")
+        checkpoint(run_dir / "last.pt")
+        _write_metrics(run_dir, state.history)
+        reporter.validated(result.loss, metrics["micro_f1"])
+        return stop
+
+    def on_step(loss: float) -> bool:
+        scheduler.step()
+        state.step += 1
+        state.batch_in_epoch += 1
+        running.append(loss)
+        reporter.step(loss)
+        epoch_done = state.batch_in_epoch == steps_per_epoch
+        if epoch_done:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        if state.step % val_every == 0 or state.step >= total_steps:
+            return validate() or state.finished
+        return False
+
+    with reporter:
+        while not state.finished and state.epoch < config.epochs:
+            sampler = EpochSampler(
+                len(train_set), config.seed, state.epoch, start=state.batch_in_epoch * config.batch_size
+            )
+            train_one_epoch(
+                model, loss_fn, optimizer, _loader(train_set, config, device, sampler), device, on_step
+            )
+    return run_dir / "best.pt"
+
+
+def create_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The new head learns `head_lr_mult` times faster than the pretrained backbone."""
+    groups = [
+        {"params": backbone_parameters(model), "lr": config.lr},
+        {"params": head_parameters(model), "lr": config.lr * config.head_lr_mult},
+    ]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def create_schedule(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-iteration learning-rate factor; its state is checkpointed so a resumed run continues exactly."""
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    warmup = max(1, total_steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _loader(dataset, config: TrainConfig, device: torch.device, sampler=None) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(run_dir / "metrics.csv", buf.getvalue())
+    from edgemlic.plots import save_training_curves
+
+    save_training_curves(history, run_dir / "curves.png")
+
+
+class _Progress:
+    """A rich progress bar showing loss and the latest validation F1 (silent when disabled)."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.started = time.perf_counter()
+        self.progress = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("train", total=total, completed=done, status="")
+        self.loss, self.val = float("nan"), ""
+
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self.started, 2)
+
+    def step(self, loss: float) -> None:
+        self.loss = loss
+        self.progress.update(self.task, advance=1, status=f"loss {loss:.4f}{self.val}")
+
+    def validated(self, val_loss: float, f1: float) -> None:
+        self.val = f"  val loss {val_loss:.4f}  val F1 {f1:.4f}"
+        self.progress.update(self.task, status=f"loss {self.loss:.4f}{self.val}")
+
+    def __enter__(self) -> _Progress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()

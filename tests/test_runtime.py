@@ -1,0 +1,89 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from edgemlic.checkpoint import load_model
+from edgemlic.errors import EdgemlicError
+from edgemlic.images import decode_image, preprocess
+from edgemlic.runtime import Predictor, load_backend
+
+
+def available_artifacts(tiny_checkpoint):
+    """Every artifact kind this machine can run; the contract below holds for each."""
+    return {"pytorch": tiny_checkpoint}
+
+
+@pytest.fixture(params=["pytorch"])
+def backend(request, tiny_checkpoint):
+    artifact = available_artifacts(tiny_checkpoint)[request.param]
+    with load_backend(artifact, device="cpu") as b:
+        yield b
+
+
+def test_backend_contract(backend, val_images):
+    pre = backend.card.preprocessing
+    batch = np.stack([preprocess(p, pre) for p in val_images[:3]])
+    out = backend.infer(batch)
+    assert out.shape == (3, backend.card.num_classes) and out.dtype == np.float32
+    assert np.all((out >= 0) & (out <= 1))
+    np.testing.assert_allclose(backend.infer(batch[1:2]), out[1:2], atol=1e-5)  # batch-independent
+    assert backend.name in ("pytorch", "onnxruntime", "tensorrt") and backend.precision in (
+        "fp32",
+        "fp16",
+        "int8",
+    )
+    for bad in (batch[:0], batch[:, :, :-1], batch[0]):
+        with pytest.raises(EdgemlicError, match="shape"):
+            backend.infer(bad)
+
+
+def test_predictor_matches_a_direct_forward_pass(tiny_checkpoint, val_images):
+    model, card = load_model(tiny_checkpoint)
+    x = torch.from_numpy(np.stack([preprocess(p, card.preprocessing) for p in val_images]))
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x)).numpy()
+    with Predictor(tiny_checkpoint, device="cpu") as predictor:
+        np.testing.assert_allclose(predictor.scores(val_images, batch_size=3), expected, atol=1e-5)
+
+
+def test_paths_and_arrays_give_the_same_predictions(tiny_checkpoint, val_images):
+    arrays = [np.asarray(decode_image(p)) for p in val_images[:4]]
+    with Predictor(tiny_checkpoint, device="cpu") as predictor:
+        from_files = predictor.predict(val_images[:4])
+        from_arrays = predictor.predict(arrays)
+    assert [p.scores for p in from_files] == [p.scores for p in from_arrays]
+    assert from_arrays[0].source == "array[0]" and from_files[0].source == str(val_images[0])
+
+
+def test_labels_follow_the_threshold(tiny_checkpoint, val_images):
+    with Predictor(tiny_checkpoint, threshold=0.001, device="cpu") as low:
+        assert all(len(p.labels) == low.card.num_classes for p in low.predict(val_images[:2]))
+    with Predictor(tiny_checkpoint, threshold=0.999, device="cpu") as high:
+        for p in high.predict(val_images[:2]):
+            assert p.labels == [c for c, s in p.scores.items() if s >= 0.999]
+
+
+def test_unknown_and_missing_artifacts(tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"x")
+    with pytest.raises(EdgemlicError, match="unknown artifact type"):
+        load_backend(tmp_path / "model.bin")
+    with pytest.raises(EdgemlicError, match="not found"):
+        load_backend(tmp_path / "nope.onnx")
+
+
+def test_runtime_imports_without_torch():
+    code = (
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+        "            raise ImportError('torch is blocked')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "import edgemlic.runtime\n"
+        "from edgemlic.runtime import Predictor, load_backend\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

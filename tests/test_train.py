@@ -1,0 +1,135 @@
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edgemlic.checkpoint import load_checkpoint, load_model
+from edgemlic.data.coco import load_coco_split
+from edgemlic.data.transforms import EpochSampler, MultilabelDataset
+from edgemlic.errors import EdgemlicError
+from edgemlic.train import TrainConfig, train
+
+
+def tiny_config(root, out, **overrides) -> TrainConfig:
+    settings = dict(
+        coco_root=str(root),
+        out_dir=str(out),
+        arch="resnet_tiny",
+        weights="none",
+        input_size=32,
+        resize_size=36,
+        epochs=2,
+        batch_size=8,
+        lr=0.05,
+        head_lr_mult=1.0,
+        workers=0,
+        device="cpu",
+    )
+    return TrainConfig(**(settings | overrides))
+
+
+def read_metrics(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def final_weights(run_dir):
+    return load_checkpoint(run_dir / "last.pt")["model"]
+
+
+def test_run_directory_holds_everything(synth_root, tmp_path):
+    best = train(tiny_config(synth_root, tmp_path / "run", val_every=3), progress=False)
+    run = tmp_path / "run"
+    assert best == run / "best.pt"
+    for name in ("best.pt", "last.pt", "config.json", "card.json", "metrics.csv", "curves.png"):
+        assert (run / name).stat().st_size > 0, name
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = read_metrics(run)
+    total = 2 * math.ceil(len(load_coco_split(synth_root, "train2017").samples) / 8)
+    assert [int(r["step"]) for r in rows] == [*range(3, total, 3), total][: len(rows)]
+    assert int(rows[-1]["step"]) == total
+    assert json.loads((run / "card.json").read_text())["classes"] == list(load_model(best)[1].classes)
+    payload = load_checkpoint(run / "last.pt")
+    assert payload["train_state"]["finished"] and payload["train_state"]["step"] == total
+    # best.pt is the checkpoint with the lowest validation loss in metrics.csv
+    losses = [float(r["val_loss"]) for r in rows]
+    assert load_checkpoint(best)["train_state"]["step"] == int(rows[int(np.argmin(losses))]["step"])
+
+
+def test_same_seed_same_weights(synth_root, tmp_path):
+    a = final_weights(train(tiny_config(synth_root, tmp_path / "a", max_steps=4), progress=False).parent)
+    b = final_weights(train(tiny_config(synth_root, tmp_path / "b", max_steps=4), progress=False).parent)
+    c = final_weights(
+        train(tiny_config(synth_root, tmp_path / "c", max_steps=4, seed=1), progress=False).parent
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(synth_root, tmp_path, monkeypatch):
+    """Kill training mid-epoch after a checkpoint, resume, and land on the uninterrupted run's weights."""
+    config = dict(val_every=4, epochs=2)
+    reference = final_weights(
+        train(tiny_config(synth_root, tmp_path / "ref", **config), progress=False).parent
+    )
+
+    calls = {"n": 0}
+    original = MultilabelDataset.__getitem__
+
+    def dies_in_step_5(self, key):
+        calls["n"] += isinstance(key, tuple)  # training items carry an augmentation seed
+        if calls["n"] == 4 * 8 + 3:  # mid-epoch, after the checkpoint written at step 4
+            raise KeyboardInterrupt
+        return original(self, key)
+
+    monkeypatch.setattr(MultilabelDataset, "__getitem__", dies_in_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(synth_root, tmp_path / "run", **config), progress=False)
+    monkeypatch.setattr(MultilabelDataset, "__getitem__", original)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"] == 4
+
+    train(tiny_config(synth_root, tmp_path / "run"), resume=True, progress=False)
+    resumed = final_weights(tmp_path / "run")
+    for k in reference:
+        torch.testing.assert_close(resumed[k], reference[k], rtol=0, atol=0, msg=k)
+
+
+def test_training_lowers_the_loss(synth_root, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(synth_root, run, epochs=6, val_every=6, rotation=0.0), progress=False)
+    rows = read_metrics(run)
+    assert float(rows[-1]["train_loss"]) < 0.8 * float(rows[0]["train_loss"])
+
+
+def test_early_stopping_after_patience(synth_root, tmp_path):
+    # lr 0 never improves after the first validation: patience 2 stops at the third.
+    run = tmp_path / "run"
+    train(tiny_config(synth_root, run, lr=1e-12, val_every=1, patience=2, epochs=5), progress=False)
+    rows = read_metrics(run)
+    assert len(rows) == 3
+
+
+def test_existing_run_is_not_overwritten(synth_root, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(synth_root, run, max_steps=2), progress=False)
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(EdgemlicError, match="--resume"):
+        train(tiny_config(synth_root, run, max_steps=2), progress=False)
+    assert (run / "last.pt").read_bytes() == before
+
+
+def test_finished_run_cannot_resume(synth_root, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(synth_root, run, max_steps=2), progress=False)
+    with pytest.raises(EdgemlicError, match="already finished"):
+        train(tiny_config(synth_root, run), resume=True, progress=False)
+
+
+def test_epoch_sampler_is_a_seeded_permutation_that_can_start_midway():
+    full = list(EpochSampler(10, seed=3, epoch=1))
+    assert sorted(i for i, _ in full) == list(range(10))
+    assert list(EpochSampler(10, seed=3, epoch=1, start=4)) == full[4:]
+    assert full != list(EpochSampler(10, seed=3, epoch=2))
