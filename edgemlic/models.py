@@ -1,7 +1,7 @@
 """Model factory: torchvision ResNets with a new N-output multilabel head.
 
 The head emits logits; a sigmoid turns each into an independent yes/no probability. `resnet_tiny`
-is a registered one-block-per-stage ResNet so tests train real models in seconds.
+and `resnet_tiny_gn` are registered one-block-per-stage ResNets so tests train real models in seconds.
 """
 
 from __future__ import annotations
@@ -21,11 +21,17 @@ def _tiny(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [1, 1, 1, 1], **kwargs)
 
 
+def _tiny_gn(**kwargs) -> ResNet:
+    """GroupNorm normalises each sample alone, so data-parallel training equals one big batch exactly."""
+    return ResNet(BasicBlock, [1, 1, 1, 1], norm_layer=lambda channels: nn.GroupNorm(8, channels), **kwargs)
+
+
 # name -> (constructor, ImageNet weights enum or None)
 ARCHITECTURES: dict[str, tuple[Callable[..., ResNet], object | None]] = {
     "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V2),
     "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
     "resnet_tiny": (_tiny, None),
+    "resnet_tiny_gn": (_tiny_gn, None),
 }
 
 

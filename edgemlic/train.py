@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import io
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,12 +27,12 @@ from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.checkpoint import load_checkpoint, save_checkpoint
 from edgemlic.data.coco import CocoSplit, load_coco_split
 from edgemlic.data.transforms import EpochSampler, MultilabelDataset
+from edgemlic.distributed import World, barrier, gather, join, leave, per_rank_batch
 from edgemlic.errors import EdgemlicError
 from edgemlic.io import write_json, write_text
 from edgemlic.losses import create_loss
 from edgemlic.metrics import multilabel_metrics
 from edgemlic.models import backbone_parameters, create_model, head_parameters
-from edgemlic.runtime.torch_backend import resolve_device
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -170,7 +171,10 @@ def load_data(config: TrainConfig) -> tuple[CocoSplit, CocoSplit]:
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train (or resume) the run in `config.out_dir`; returns the best checkpoint's path."""
+    """Train (or resume) the run in `config.out_dir`; returns the best checkpoint's path.
+
+    Under torchrun every process calls this; rank 0 alone writes files and shows progress.
+    """
     run_dir = Path(config.out_dir)
     if resume:
         payload = load_checkpoint(run_dir / "last.pt")
@@ -180,9 +184,25 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             f"{run_dir} already holds a training run; pass --resume {run_dir} or another --out"
         )
 
-    device = resolve_device(config.device)
+    world, device = join(config.device)
+    try:
+        return _train(config, run_dir, world, device, payload if resume else None, progress and world.is_main)
+    finally:
+        leave(world)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    world: World,
+    device: torch.device,
+    payload: dict | None,
+    progress: bool,
+) -> Path:
     torch.manual_seed(config.seed)
     train_split, val_split = load_data(config)
+    if len(val_split.samples) < world.size:
+        raise EdgemlicError(f"{config.val_split} has fewer images than the {world.size} training processes")
     card = ModelCard(
         classes=train_split.classes,
         architecture=config.arch,
@@ -198,14 +218,23 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         provenance={"edgemlic": __version__},
     )
 
-    model = create_model(config.arch, card.num_classes, "none" if resume else config.weights).to(device)
+    model = create_model(config.arch, card.num_classes, "none" if payload else config.weights).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = create_loss(config.loss)
+    if payload:
+        model.load_state_dict(payload["model"])
     pre = card.preprocessing
     train_set = MultilabelDataset(train_split.samples, pre, config.rotation, config.hflip)
-    val_loader = _loader(MultilabelDataset(val_split.samples, pre), config, device)
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    # Several processes take whole global batches only, so no rank ever gets an empty share.
+    steps_per_epoch = (
+        len(train_set) // config.batch_size
+        if world.distributed
+        else math.ceil(len(train_set) / config.batch_size)
+    )
+    if steps_per_epoch == 0:
+        raise EdgemlicError(
+            f"{config.train_split} has fewer images than one global batch of {config.batch_size}"
+        )
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
@@ -214,18 +243,23 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     optimizer = create_optimizer(config, model)
     scheduler = create_schedule(config, optimizer, total_steps)
     state = TrainState()
-    if resume:
-        model.load_state_dict(payload["model"])
+    if payload:
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         state = TrainState(**payload["train_state"])
         if state.finished:
             raise EdgemlicError(f"{run_dir}: this run already finished; start a new one with another --out")
-    else:
+    elif world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", dataclasses.asdict(config))
+        write_json(run_dir / "config.json", dataclasses.asdict(config) | {"world_size": world.size})
         card.save(run_dir / "card.json")
 
+    net = _distribute(model, world, device)
+    loss_fn = create_loss(config.loss)
+    sampler = EpochSampler(len(train_set), config.seed, per_rank_batch(config.batch_size, world), world)
+    train_loader = _loader(train_set, config, world, device, sampler)
+    val_set = MultilabelDataset(val_split.samples[world.rank :: world.size], pre)
+    val_loader = _loader(val_set, config, world, device)
     reporter = _Progress(total_steps, state.step, enabled=progress)
     running: list[float] = []
 
@@ -238,22 +272,28 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             scheduler=scheduler.state_dict(),
             config=dataclasses.asdict(config),
             train_state=dataclasses.asdict(state),
+            world_size=world.size,
         )
 
     def validate() -> bool:
-        """Evaluate, log, checkpoint; True when early stopping says to stop."""
-        result = evaluate(model, loss_fn, val_loader, device)
-        model.train()  # validation can fall mid-epoch
-        metrics = multilabel_metrics(result.scores, result.targets, card.threshold)
-        improved = result.loss < state.best_val_loss
-        state.best_val_loss = min(state.best_val_loss, result.loss)
+        """Evaluate on every rank, agree on the metrics, checkpoint; True when early stopping says stop."""
+        local = evaluate(net, loss_fn, val_loader, device)
+        net.train()  # validation can fall mid-epoch
+        scores, targets = gather(local.scores, world), gather(local.targets, world)
+        loss_sums = gather(np.array([[local.loss * len(local.targets), len(local.targets)]]), world)
+        val_loss = float(loss_sums[:, 0].sum() / loss_sums[:, 1].sum())
+        metrics = multilabel_metrics(scores, targets, card.threshold)
+        improved = val_loss < state.best_val_loss
+        state.best_val_loss = min(state.best_val_loss, val_loss)
         state.stale_evals = 0 if improved else state.stale_evals + 1
         state.history.append(
             {
-                "epoch": state.epoch + state.batch_in_epoch / steps_per_epoch,
+                "epoch": round(state.epoch + state.batch_in_epoch / steps_per_epoch, 4),
                 "step": state.step,
-                "train_loss": float(np.mean(running)) if running else float("nan"),
-                "val_loss": result.loss,
+                "train_loss": float(
+                    gather(np.array([np.mean(running) if running else np.nan]), world).mean()
+                ),
+                "val_loss": val_loss,
                 "val_micro_f1": metrics["micro_f1"],
                 "val_jaccard": metrics["jaccard"],
                 "val_mAP": metrics["mAP"],
@@ -263,11 +303,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         running.clear()
         stop = state.stale_evals >= config.patience
         state.finished = stop or state.step >= total_steps
-        if improved:
-            checkpoint(run_dir / "best.pt")
-        checkpoint(run_dir / "last.pt")
-        _write_metrics(run_dir, state.history)
-        reporter.validated(result.loss, metrics["micro_f1"])
+        if world.is_main:
+            if improved:
+                checkpoint(run_dir / "best.pt")
+            checkpoint(run_dir / "last.pt")
+            _write_metrics(run_dir, state.history)
+        reporter.validated(val_loss, metrics["micro_f1"])
         return stop
 
     def on_step(loss: float) -> bool:
@@ -276,8 +317,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         state.batch_in_epoch += 1
         running.append(loss)
         reporter.step(loss)
-        epoch_done = state.batch_in_epoch == steps_per_epoch
-        if epoch_done:
+        if state.batch_in_epoch == steps_per_epoch:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         if state.step % val_every == 0 or state.step >= total_steps:
             return validate() or state.finished
@@ -285,13 +325,47 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
 
     with reporter:
         while not state.finished and state.epoch < config.epochs:
-            sampler = EpochSampler(
-                len(train_set), config.seed, state.epoch, start=state.batch_in_epoch * config.batch_size
-            )
-            train_one_epoch(
-                model, loss_fn, optimizer, _loader(train_set, config, device, sampler), device, on_step
-            )
+            sampler.set_position(state.epoch, state.batch_in_epoch)
+            train_one_epoch(net, loss_fn, optimizer, train_loader, device, on_step)
+    barrier(world)
     return run_dir / "best.pt"
+
+
+def _distribute(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """Wrap for DistributedDataParallel; BatchNorm statistics are synchronised where NCCL allows it."""
+    if not world.distributed:
+        return model
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def train_on_processes(config: TrainConfig, nproc: int, resume: bool = False) -> Path:
+    """Run `train` on `nproc` local processes through torch's elastic launcher (what torchrun uses)."""
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    per_rank_batch(config.batch_size, World(size=nproc))  # fail before any process starts
+    launch = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=f"edgemlic-{os.getpid()}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.5,
+    )
+    try:
+        results = elastic_launch(launch, _train_worker)(dataclasses.asdict(config), resume)
+    except Exception as e:  # ChildFailedError carries each rank's traceback; the first line says what failed
+        raise EdgemlicError(f"distributed training failed: {str(e).strip().splitlines()[0][:200]}") from None
+    return Path(results[0])
+
+
+def _train_worker(config: dict, resume: bool) -> str:
+    return str(train(TrainConfig.from_dict(config), resume=resume, progress=False))
 
 
 def create_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -321,14 +395,14 @@ def create_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _loader(dataset, config: TrainConfig, device: torch.device, sampler=None) -> torch.utils.data.DataLoader:
+def _loader(dataset, config: TrainConfig, world: World, device: torch.device, sampler=None):
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=config.batch_size,
+        batch_size=per_rank_batch(config.batch_size, world),
         sampler=sampler,
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,
+        persistent_workers=config.workers > 0,
     )
 
 

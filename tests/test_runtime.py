@@ -59,11 +59,15 @@ def test_paths_and_arrays_give_the_same_predictions(tiny_checkpoint, val_images)
 
 
 def test_labels_follow_the_threshold(tiny_checkpoint, val_images):
-    with Predictor(tiny_checkpoint, threshold=0.001, device="cpu") as low:
-        assert all(len(p.labels) == low.card.num_classes for p in low.predict(val_images[:2]))
-    with Predictor(tiny_checkpoint, threshold=0.999, device="cpu") as high:
-        for p in high.predict(val_images[:2]):
-            assert p.labels == [c for c, s in p.scores.items() if s >= 0.999]
+    labels = {}
+    for threshold in (0.2, 0.8):
+        with Predictor(tiny_checkpoint, threshold=threshold, device="cpu") as predictor:
+            predictions = predictor.predict(val_images)
+        for p in predictions:
+            assert p.labels == [c for c, s in p.scores.items() if s >= threshold]
+        labels[threshold] = [set(p.labels) for p in predictions]
+    assert all(high <= low for low, high in zip(labels[0.2], labels[0.8], strict=True))
+    assert sum(map(len, labels[0.2])) > sum(map(len, labels[0.8]))
 
 
 def test_unknown_and_missing_artifacts(tmp_path):

@@ -9,6 +9,7 @@ import torch
 from edgemlic.checkpoint import load_checkpoint, load_model
 from edgemlic.data.coco import load_coco_split
 from edgemlic.data.transforms import EpochSampler, MultilabelDataset
+from edgemlic.distributed import World
 from edgemlic.errors import EdgemlicError
 from edgemlic.train import TrainConfig, train
 
@@ -129,7 +130,20 @@ def test_finished_run_cannot_resume(synth_root, tmp_path):
 
 
 def test_epoch_sampler_is_a_seeded_permutation_that_can_start_midway():
-    full = list(EpochSampler(10, seed=3, epoch=1))
-    assert sorted(i for i, _ in full) == list(range(10))
-    assert list(EpochSampler(10, seed=3, epoch=1, start=4)) == full[4:]
-    assert full != list(EpochSampler(10, seed=3, epoch=2))
+    sampler = EpochSampler(10, seed=3, rank_batch=4)
+    sampler.set_position(epoch=1)
+    full = list(sampler)
+    assert sorted(i for i, _ in full) == list(range(10))  # one process keeps the last partial batch
+    sampler.set_position(epoch=1, batch=1)
+    assert list(sampler) == full[4:] and len(sampler) == 6
+    sampler.set_position(epoch=2)
+    assert list(sampler) != full
+
+
+def test_ranks_split_each_global_batch_like_one_process():
+    one = EpochSampler(11, seed=0, rank_batch=4)
+    ranks = [EpochSampler(11, seed=0, rank_batch=2, world=World(rank=r, size=2)) for r in range(2)]
+    single, shares = list(one), [list(s) for s in ranks]
+    # two whole global batches of 4; the partial third is dropped with several processes
+    assert [shares[0][0:2] + shares[1][0:2], shares[0][2:4] + shares[1][2:4]] == [single[0:4], single[4:8]]
+    assert [len(s) for s in ranks] == [4, 4]

@@ -45,44 +45,38 @@ def train(
     seed: int = 0,
     workers: int = 2,
     device: str = "auto",
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue a run: its directory, or auto (--out's run if it has one).")
+    ] = None,
+    nproc: Annotated[
+        int, typer.Option(help="Train on N local processes (DDP); or launch under torchrun.")
+    ] = 1,
 ) -> None:
-    """Train a multilabel ResNet on a COCO-format dataset."""
+    """Train a multilabel ResNet on a COCO-format dataset.
+
+    --batch-size is the global batch, split evenly over processes; the learning rate goes with it.
+    """
     from edgemlic.data.coco import parse_categories
-    from edgemlic.train import TrainConfig
+    from edgemlic.train import TrainConfig, train_on_processes
     from edgemlic.train import train as run_training
 
-    if resume is not None:
-        best = run_training(TrainConfig(coco_root=str(coco_root), out_dir=str(resume)), resume=True)
+    config = TrainConfig(
+        coco_root=str(coco_root), out_dir=str(out), categories=parse_categories(categories),
+        train_split=train_split, val_split=val_split, keep_negatives=keep_negatives, arch=arch,
+        weights=weights, input_size=input_size, resize_size=resize_size, epochs=epochs,
+        batch_size=batch_size, lr=lr, head_lr_mult=head_lr_mult, momentum=momentum,
+        weight_decay=weight_decay, loss=loss, optimizer=optimizer, schedule=schedule, rotation=rotation,
+        hflip=hflip, val_every=val_every, patience=patience, max_steps=max_steps, seed=seed, workers=workers,
+        device=device,
+    )  # fmt: skip
+    if resume == "auto":
+        resuming = (out / "last.pt").exists()
+    elif resume is not None:
+        config, resuming = TrainConfig.from_dict({**config.__dict__, "out_dir": resume}), True
     else:
-        config = TrainConfig(
-            coco_root=str(coco_root),
-            out_dir=str(out),
-            categories=parse_categories(categories),
-            train_split=train_split,
-            val_split=val_split,
-            keep_negatives=keep_negatives,
-            arch=arch,
-            weights=weights,
-            input_size=input_size,
-            resize_size=resize_size,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            head_lr_mult=head_lr_mult,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            loss=loss,
-            optimizer=optimizer,
-            schedule=schedule,
-            rotation=rotation,
-            hflip=hflip,
-            val_every=val_every,
-            patience=patience,
-            max_steps=max_steps,
-            seed=seed,
-            workers=workers,
-            device=device,
-        )
-        best = run_training(config)
+        resuming = False
+    if nproc > 1:
+        best = train_on_processes(config, nproc, resume=resuming)
+    else:
+        best = run_training(config, resume=resuming)
     console.print(f"best checkpoint: {best}")

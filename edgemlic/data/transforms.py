@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 
 from edgemlic.card import Preprocessing
 from edgemlic.data.coco import Sample
+from edgemlic.distributed import SINGLE_PROCESS, World
 from edgemlic.images import decode_image, preprocess
 
 
@@ -49,20 +50,37 @@ class MultilabelDataset(torch.utils.data.Dataset):
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """A seeded shuffle per epoch yielding (index, augmentation seed), optionally from a position.
+    """Yields (index, augmentation seed) for one rank: its share of each global batch of a seeded epoch order.
 
-    `start` skips the first items of the epoch, which is how a resumed run continues mid-epoch.
+    Every rank draws the same permutation, so the ranks' shares of a global batch are exactly the
+    batch a single process would take. `set_position` moves to an epoch and a batch within it: that is
+    how the next epoch starts with persistent workers, and how a resumed run continues mid-epoch.
+    With several processes only whole global batches are used, so no rank ever gets an empty share.
     """
 
-    def __init__(self, size: int, seed: int, epoch: int, start: int = 0) -> None:
-        self.size, self.seed, self.epoch, self.start = size, seed, epoch, start
+    def __init__(self, size: int, seed: int, rank_batch: int, world: World = SINGLE_PROCESS) -> None:
+        self.size, self.seed, self.rank_batch, self.world = size, seed, rank_batch, world
+        self.global_batch = rank_batch * world.size
+        usable = size - size % self.global_batch if world.distributed else size
+        self.batches = -(-usable // self.global_batch)
+        self.usable = usable
+        self.epoch, self.start_batch = 0, 0
+
+    def set_position(self, epoch: int, batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, batch
+
+    def _ranges(self) -> Iterator[range]:
+        for b in range(self.start_batch, self.batches):
+            first = b * self.global_batch + self.world.rank * self.rank_batch
+            yield range(first, min(first + self.rank_batch, self.usable))
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return sum(len(r) for r in self._ranges())
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(self.size)
         seeds = rng.integers(0, 2**63 - 1, size=self.size)
-        for i in range(self.start, self.size):
-            yield int(order[i]), int(seeds[i])
+        for items in self._ranges():
+            for i in items:
+                yield int(order[i]), int(seeds[i])
