@@ -28,6 +28,10 @@ def load_backend(artifact: str | Path, device: str = "auto") -> Backend:
         from edgemlic.runtime.onnx_backend import OnnxBackend
 
         return OnnxBackend(path, device)
+    if path.suffix == ".engine":
+        from edgemlic.runtime.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(path, device)
     raise EdgemlicError(
         f"{path}: unknown artifact type; expected a .pt checkpoint, .onnx model or .engine file"
     )

@@ -1,0 +1,148 @@
+"""`edgemlic engine build | recipes | inspect`: TensorRT engines for the device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgemlic.cli.app import app
+
+engine_app = typer.Typer(help="Build, inspect and deploy TensorRT engines.", no_args_is_help=True)
+app.add_typer(engine_app, name="engine")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MAX_PARITY_IMAGES = 16
+
+
+def _parity_images(folder: Path | None) -> list[Path]:
+    from edgemlic.errors import EdgemlicError
+
+    if folder is None:
+        return []
+    if not folder.is_dir():
+        raise EdgemlicError(f"{folder}: --parity-images must be a folder of images")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:MAX_PARITY_IMAGES]
+    if not images:
+        raise EdgemlicError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) for the parity check")
+    return images
+
+
+@engine_app.command("build")
+def build(
+    onnx: Annotated[Path, typer.Argument(help="ONNX model from `edgemlic export` (its card is inside).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Engine file (default: the ONNX name with .engine).")
+    ] = None,
+    min_batch: int = 1,
+    opt_batch: int = 8,
+    max_batch: int = 32,
+    workspace_mb: Annotated[int, typer.Option(help="Builder workspace limit in MiB.")] = 1024,
+    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache to reuse and update.")] = None,
+    dla_core: Annotated[
+        int | None, typer.Option(help="Run on this DLA core (Jetson Orin), GPU fallback.")
+    ] = None,
+    version_compatible: Annotated[bool, typer.Option(help="Engine later TensorRT releases can run.")] = False,
+    parity_images: Annotated[
+        Path | None,
+        typer.Option(help=f"Folder of images (first {MAX_PARITY_IMAGES}) to compare with ONNX Runtime."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the engine at --out matches.")] = False,
+) -> None:
+    """Build a strongly typed engine on this GPU, verify its precision and write its fingerprint."""
+    from edgemlic.export.tensorrt import build_engine
+    from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
+
+    result = build_engine(
+        onnx,
+        out,
+        profile=BuildProfile(min_batch, opt_batch, max_batch),
+        flags=BuildFlags(workspace_mb, dla_core, version_compatible),
+        timing_cache=timing_cache,
+        parity_images=_parity_images(parity_images),
+        force=force,
+    )
+    if result.reused:
+        typer.echo(f"{result.engine} is up to date (same ONNX, TensorRT, GPU, profile and flags); reused")
+        return
+    check = result.precision_check
+    typer.echo(f"engine written to {result.engine}, fingerprint {result.fingerprint}")
+    typer.echo(f"convolutions by precision: {check.get('convolutions')} (requested {check.get('requested')})")
+    if result.parity is None:
+        typer.echo("parity with ONNX Runtime not checked (pass --parity-images DIR)")
+    else:
+        p = result.parity
+        typer.echo(
+            f"parity with ONNX Runtime on {p['images']} images: max |dp| {p['max_abs_diff']:.5f} "
+            f"(<= {p['tolerance']}), decisions agree {p['decision_agreement']:.4f}"
+        )
+
+
+@engine_app.command("recipes")
+def recipes(
+    onnx: Annotated[Path, typer.Argument(help="ONNX model from `edgemlic export`.")],
+    out: Annotated[Path, typer.Option(help="Folder for the trtexec scripts and the Triton repository.")],
+    min_batch: int = 1,
+    opt_batch: int = 8,
+    max_batch: int = 32,
+    workspace_mb: int = 1024,
+    dla_core: int | None = None,
+    version_compatible: bool = False,
+) -> None:
+    """Write trtexec build scripts (TensorRT 10 and 11) and a Triton model repository for a model."""
+    from edgemlic.export.recipes import write_recipes
+    from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
+
+    written = write_recipes(
+        onnx,
+        out,
+        BuildProfile(min_batch, opt_batch, max_batch),
+        BuildFlags(workspace_mb, dla_core, version_compatible),
+    )
+    for path in written:
+        typer.echo(str(path))
+
+
+@engine_app.command("inspect")
+def inspect(
+    engine: Annotated[Path, typer.Argument(help="Engine built by `edgemlic engine build`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fingerprint as JSON.")] = False,
+) -> None:
+    """Print an engine's fingerprint, check its bytes against it, and say whether it runs here."""
+    from edgemlic.errors import EdgemlicError
+    from edgemlic.export.tensorrt import inspect_engine
+
+    report = inspect_engine(engine)
+    if as_json:
+        print(json.dumps(report.fingerprint, indent=2))
+    else:
+        fp = report.fingerprint
+        env, profile, flags = fp["environment"], fp["profile"], fp["flags"]
+        typer.echo(
+            f"engine      {engine} ({fp['engine']['bytes']:,} bytes, sha256 {fp['engine']['sha256'][:16]}...)"
+        )
+        typer.echo(f"built from  {fp['onnx']['path']} (sha256 {fp['onnx']['sha256'][:16]}...)")
+        typer.echo(
+            f"precision   {fp['precision']}; convolutions {fp.get('precision_check', {}).get('convolutions')}"
+        )
+        typer.echo(
+            f"profile     batch {profile['min_batch']}/{profile['opt_batch']}/{profile['max_batch']} "
+            f"(min/opt/max); workspace {flags['workspace_mb']} MiB; DLA core {flags['dla_core']}; "
+            f"version-compatible {flags['version_compatible']}"
+        )
+        typer.echo(
+            f"built with  TensorRT {env['tensorrt']}, CUDA {env['cuda_runtime']}, {env['gpu_name']} "
+            f"(compute capability {env['compute_capability']}), {env['machine']} {env['system']}"
+            + (f", L4T {env['l4t']} (JetPack {env['jetpack']})" if env.get("l4t") else "")
+        )
+        card = fp["card"]
+        typer.echo(
+            f"model       {card['architecture']}, {len(card['classes'])} classes, "
+            f"{card['preprocessing']['input_size']} px; edgemlic {fp['edgemlic_version']}"
+        )
+        typer.echo(f"integrity   {report.integrity}")
+        typer.echo(f"this machine {report.this_machine}")
+    if not report.integrity_ok:
+        raise EdgemlicError(report.integrity)

@@ -1,0 +1,319 @@
+"""The fingerprint beside every TensorRT engine: what it was built from, for and where.
+
+An engine is executable code tied to one TensorRT version and one GPU. `model.int8.engine.json`
+records both, the build profile and flags, the SHA-256 of the ONNX source and of the engine, and the
+model card. The runtime checks it before TensorRT ever reads the engine: a file that does not hash
+to its fingerprint is never deserialized, and a mismatched machine gets the exact rebuild command.
+
+It lives in the runtime (not in `edgemlic.export`) because a Jetson app that only runs engines needs
+it, and the runtime imports numpy plus one inference library alone. Everything here except
+`probe_environment` is pure: environment facts are passed in as values so the checks are testable
+on a machine without TensorRT or a GPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgemlic import __version__
+from edgemlic.card import ModelCard
+from edgemlic.errors import EdgemlicError
+from edgemlic.io import sha256_bytes, sha256_file
+
+FINGERPRINT_FORMAT_VERSION = 1
+FINGERPRINT_SUFFIX = ".json"
+TEGRA_RELEASE_FILE = Path("/etc/nv_tegra_release")
+L4T_TO_JETPACK = {"32": "4.x", "35": "5.x", "36": "6.x", "38": "7.x"}
+"""L4T major release -> JetPack generation (JetPack 6 = L4T R36, JetPack 7 = L4T R38)."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The facts an engine depends on, from the machine that builds or runs it."""
+
+    tensorrt: str
+    cuda_runtime: str
+    cuda_driver: str
+    gpu_name: str
+    compute_capability: str
+    machine: str
+    system: str
+    l4t: str | None = None
+    jetpack: str | None = None
+
+    def describe(self) -> str:
+        return f"TensorRT {self.tensorrt} on {self.gpu_name} (compute capability {self.compute_capability})"
+
+
+@dataclass(frozen=True)
+class BuildProfile:
+    """Batch sizes of the one optimization profile: the engine accepts min..max, tuned for opt."""
+
+    min_batch: int = 1
+    opt_batch: int = 8
+    max_batch: int = 32
+
+    def __post_init__(self) -> None:
+        values = (self.min_batch, self.opt_batch, self.max_batch)
+        if not all(isinstance(v, int) and v >= 1 for v in values):
+            raise EdgemlicError(
+                f"batch profile min/opt/max = {self.min_batch}/{self.opt_batch}/{self.max_batch}: "
+                "every batch size must be a whole number >= 1"
+            )
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise EdgemlicError(
+                f"batch profile min/opt/max = {self.min_batch}/{self.opt_batch}/{self.max_batch}: "
+                "needs min <= opt <= max (e.g. --min-batch 1 --opt-batch 8 --max-batch 32)"
+            )
+
+    def shapes(self, input_size: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max) NCHW input shapes for an S x S model."""
+        return tuple((b, 3, input_size, input_size) for b in (self.min_batch, self.opt_batch, self.max_batch))
+
+
+@dataclass(frozen=True)
+class BuildFlags:
+    """Builder settings that change the engine (and therefore its cache key)."""
+
+    workspace_mb: int = 1024
+    dla_core: int | None = None
+    version_compatible: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workspace_mb < 1:
+            raise EdgemlicError(f"workspace {self.workspace_mb} MiB must be at least 1 MiB")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise EdgemlicError(f"DLA core {self.dla_core} must be 0 or more (Orin has cores 0 and 1)")
+
+
+def engine_cache_key(onnx_sha256: str, env: Environment, profile: BuildProfile, flags: BuildFlags) -> str:
+    """Hash of everything a built engine depends on: same key, same engine, no rebuild needed."""
+    inputs = {
+        "onnx_sha256": onnx_sha256,
+        "tensorrt": env.tensorrt,
+        "gpu_name": env.gpu_name,
+        "compute_capability": env.compute_capability,
+        "profile": asdict(profile),
+        "flags": asdict(flags),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint_path(engine: str | Path) -> Path:
+    engine = Path(engine)
+    return engine.with_name(engine.name + FINGERPRINT_SUFFIX)
+
+
+def make_fingerprint(
+    *,
+    engine: str | Path,
+    onnx: str | Path,
+    onnx_sha256: str,
+    card: ModelCard,
+    env: Environment,
+    profile: BuildProfile,
+    flags: BuildFlags,
+    input_name: str,
+    output_name: str,
+    precision_check: dict[str, Any],
+    parity: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The fingerprint of a built engine file (its hash is taken from the file as written)."""
+    engine = Path(engine)
+    return {
+        "format_version": FINGERPRINT_FORMAT_VERSION,
+        "edgemlic_version": __version__,
+        "engine": {"file": engine.name, "sha256": sha256_file(engine), "bytes": engine.stat().st_size},
+        "onnx": {"path": str(onnx), "sha256": onnx_sha256},
+        "precision": card.precision,
+        "io": {"input": input_name, "output": output_name},
+        "profile": asdict(profile),
+        "flags": asdict(flags),
+        "environment": asdict(env),
+        "cache_key": engine_cache_key(onnx_sha256, env, profile, flags),
+        "precision_check": precision_check,
+        "parity": parity,
+        "card": card.to_dict(),
+    }
+
+
+_REQUIRED = ("engine", "onnx", "precision", "io", "profile", "flags", "environment", "cache_key", "card")
+
+
+def load_fingerprint(engine: str | Path) -> dict[str, Any]:
+    """Read and validate the fingerprint beside `engine`; its card comes back as a ModelCard."""
+    engine = Path(engine)
+    path = fingerprint_path(engine)
+    if not path.is_file():
+        raise EdgemlicError(
+            f"{engine}: no fingerprint {path.name} beside the engine; edgemlic only loads engines it built "
+            "and fingerprinted: build one with `edgemlic engine build MODEL.onnx`"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgemlicError(
+            f"{path}: engine fingerprint is not valid JSON ({e}); rebuild the engine"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("format_version"), int):
+        raise EdgemlicError(f"{path}: not an edgemlic engine fingerprint (no format_version)")
+    if data["format_version"] > FINGERPRINT_FORMAT_VERSION:
+        raise EdgemlicError(
+            f"{path}: fingerprint format {data['format_version']} is newer than this edgemlic reads "
+            f"({FINGERPRINT_FORMAT_VERSION}); upgrade edgemlic"
+        )
+    missing = [key for key in _REQUIRED if key not in data]
+    if missing:
+        raise EdgemlicError(f"{path}: engine fingerprint lacks {missing}; rebuild the engine")
+    try:
+        data["environment"] = Environment(**data["environment"])
+        data["profile"] = BuildProfile(**data["profile"])
+        data["flags"] = BuildFlags(**data["flags"])
+    except TypeError as e:
+        raise EdgemlicError(f"{path}: malformed engine fingerprint ({e}); rebuild the engine") from None
+    data["card"] = ModelCard.from_dict(data["card"], f"{path} (model card)")
+    return data
+
+
+def rebuild_command(fingerprint: dict[str, Any], engine: str | Path) -> str:
+    """The `edgemlic engine build` line that rebuilds this engine on the current machine."""
+    profile: BuildProfile = fingerprint["profile"]
+    flags: BuildFlags = fingerprint["flags"]
+    parts = [
+        "edgemlic engine build",
+        fingerprint["onnx"]["path"],
+        "--out",
+        str(engine),
+        "--min-batch",
+        str(profile.min_batch),
+        "--opt-batch",
+        str(profile.opt_batch),
+        "--max-batch",
+        str(profile.max_batch),
+        "--workspace-mb",
+        str(flags.workspace_mb),
+    ]
+    if flags.dla_core is not None:
+        parts += ["--dla-core", str(flags.dla_core)]
+    if flags.version_compatible:
+        parts.append("--version-compatible")
+    return " ".join(parts)
+
+
+def verify_engine_file(engine: str | Path, fingerprint: dict[str, Any], data: bytes | None = None) -> None:
+    """Refuse an engine whose bytes are not the ones fingerprinted (modified, truncated or swapped).
+
+    Pass the bytes about to be deserialized as `data`, so that what is checked is what gets loaded.
+    """
+    engine = Path(engine)
+    expected = fingerprint["engine"]["sha256"]
+    actual = sha256_file(engine) if data is None else sha256_bytes(data)
+    if actual != expected:
+        raise EdgemlicError(
+            f"{engine}: engine file does not match its fingerprint (sha256 {actual[:12]}..., expected "
+            f"{expected[:12]}...): it was modified or truncated; only load engines you built or trust, "
+            f"rebuild with `{rebuild_command(fingerprint, engine)}`"
+        )
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version))
+
+
+def check_compatibility(fingerprint: dict[str, Any], env: Environment, engine: str | Path) -> None:
+    """Raise, with the rebuild command, unless this TensorRT and GPU can run the engine.
+
+    Engines run only on the TensorRT version and GPU they were built with. A version-compatible engine
+    also runs on later TensorRT releases (never earlier ones); the GPU must still match.
+    """
+    built: Environment = fingerprint["environment"]
+    flags: BuildFlags = fingerprint["flags"]
+    if flags.version_compatible:
+        trt_ok = _version_tuple(env.tensorrt) >= _version_tuple(built.tensorrt)
+    else:
+        trt_ok = env.tensorrt == built.tensorrt
+    gpu_ok = (env.gpu_name, env.compute_capability) == (built.gpu_name, built.compute_capability)
+    if trt_ok and gpu_ok:
+        return
+    why = (
+        "needs a TensorRT release at least as new as the one it was built with"
+        if flags.version_compatible
+        else "engines run only where they were built"
+    )
+    raise EdgemlicError(
+        f"{engine}: built for {built.describe()}, this machine has {env.describe()} ({why}); "
+        f"rebuild here with `{rebuild_command(fingerprint, engine)}`"
+    )
+
+
+def parse_l4t_release(text: str) -> tuple[str | None, str | None]:
+    """("R36.3.0", "6.x") from /etc/nv_tegra_release's first line, or (None, None) if not Jetson."""
+    match = re.search(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    if not match:
+        return None, None
+    major, revision = match.groups()
+    return f"R{major}.{revision}", L4T_TO_JETPACK.get(major)
+
+
+def probe_environment(tensorrt_version: str, device: int = 0) -> Environment:
+    """Facts about this machine's CUDA GPU `device`, read with cuda-python (cuda.bindings)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        raise EdgemlicError(
+            "cuda-python is not installed; pip install cuda-bindings matching the CUDA major version "
+            "(JetPack 6: cuda-bindings 12.x)"
+        ) from None
+    err, count = cudart.cudaGetDeviceCount()
+    driver = cudart.cudaDriverGetVersion()[1]
+    if err == cudart.cudaError_t.cudaErrorInsufficientDriver and driver:
+        raise EdgemlicError(
+            f"cuda-python is built for CUDA {_cuda_version(cudart.cudaRuntimeGetVersion()[1])}, the driver "
+            f"supports CUDA {_cuda_version(driver)}; install cuda-bindings of the driver's major version "
+            "(JetPack 6: cuda-bindings 12.x)"
+        )
+    if err != cudart.cudaError_t.cudaSuccess or count == 0:
+        reason = (
+            cudart.cudaGetErrorString(err)[1].decode()
+            if err != cudart.cudaError_t.cudaSuccess
+            else "none found"
+        )
+        raise EdgemlicError(
+            f"no CUDA GPU is available ({reason}); TensorRT engines need an NVIDIA GPU and driver: run on "
+            "the device, or use the .onnx model with --device cpu"
+        )
+    if not 0 <= device < count:
+        raise EdgemlicError(f"CUDA device {device} does not exist; this machine has {count} (0..{count - 1})")
+    err, prop = cudart.cudaGetDeviceProperties(device)
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise EdgemlicError(f"cannot read the properties of CUDA device {device} ({err})")
+    name = (
+        prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
+    )
+    l4t, jetpack = (
+        parse_l4t_release(TEGRA_RELEASE_FILE.read_text(errors="replace"))
+        if TEGRA_RELEASE_FILE.is_file()
+        else (None, None)
+    )
+    return Environment(
+        tensorrt=tensorrt_version,
+        cuda_runtime=_cuda_version(cudart.cudaRuntimeGetVersion()[1]),
+        cuda_driver=_cuda_version(driver),
+        gpu_name=name,
+        compute_capability=f"{prop.major}.{prop.minor}",
+        machine=platform.machine(),
+        system=f"{platform.system()} {platform.release()}",
+        l4t=l4t,
+        jetpack=jetpack,
+    )
+
+
+def _cuda_version(encoded: int) -> str:
+    """CUDA encodes 12.6 as 12060."""
+    return f"{encoded // 1000}.{encoded % 1000 // 10}"
