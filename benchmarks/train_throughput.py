@@ -34,10 +34,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def loader(root: Path, size: int, batch: int, workers: int, device: torch.device):
+def loader(root: Path, size: int, batch: int, workers: int, device: torch.device, fast_decode: bool):
     split = load_coco_split(root, "train2017")
     pre = Preprocessing(input_size=size, resize_size=round(size * 256 / 224))
-    dataset = MultilabelDataset(split.samples, pre, rotation=45.0, hflip=True)
+    dataset = MultilabelDataset(split.samples, pre, rotation=45.0, hflip=True, fast_decode=fast_decode)
     sampler = EpochSampler(len(dataset), seed=0, rank_batch=batch)
     return torch.utils.data.DataLoader(
         dataset,
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--fast-decode", action="store_true", help="reduced-scale JPEG decoding (draft)")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--json", type=Path, default=Path(__file__).parent / "results" / "train_throughput.json"
@@ -71,7 +72,7 @@ def main() -> None:
             val_images=1,
             image_size=max(128, args.size + 32),
         )
-        data, classes = loader(root, args.size, args.batch, args.workers, device)
+        data, classes = loader(root, args.size, args.batch, args.workers, device, args.fast_decode)
 
         it = iter(data)
         next(it)  # start the workers
@@ -118,7 +119,7 @@ def main() -> None:
 
     record = {
         "arch": args.arch, "size": args.size, "batch": args.batch, "steps": args.steps,
-        "workers": args.workers,
+        "workers": args.workers, "fast_decode": args.fast_decode,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "cpu_count": torch.get_num_threads(), "torch": torch.__version__,
         "pipeline_images_per_s": round(pipeline, 1), "train_step_images_per_s": round(compute, 1),

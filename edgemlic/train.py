@@ -63,6 +63,8 @@ class TrainConfig:
     """constant (reference) or cosine: linear warm-up over the first 5% of iterations, then cosine to 0."""
     rotation: float = 45.0
     hflip: bool = True
+    fast_decode: bool = False
+    """Decode training JPEGs at reduced scale when still larger than resize_size (Pillow draft mode)."""
     val_every: int = 0
     """Validate every this many iterations; 0 validates at the end of every epoch."""
     patience: int = 5
@@ -224,7 +226,7 @@ def _train(
     if payload:
         model.load_state_dict(payload["model"])
     pre = card.preprocessing
-    train_set = MultilabelDataset(train_split.samples, pre, config.rotation, config.hflip)
+    train_set = MultilabelDataset(train_split.samples, pre, config.rotation, config.hflip, config.fast_decode)
     # Several processes take whole global batches only, so no rank ever gets an empty share.
     steps_per_epoch = (
         len(train_set) // config.batch_size

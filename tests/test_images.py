@@ -130,7 +130,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_pixel_cap_is_checked_before_decoding(tmp_path: Path) -> None:
     path = _save(Image.new("RGB", (20, 10)), tmp_path / "big.png")
-    with pytest.raises(EdgemlicError, match=r"big.png: image is 20x10, more than the 199 pixel limit"):
+    with pytest.raises(EdgemlicError, match=r"big.png: image is 20x10, over the 199 pixel limit"):
         decode_image(path, max_pixels=199)
     assert decode_image(path, max_pixels=200).size == (20, 10)
 
@@ -189,3 +189,16 @@ def test_preprocess_matches_torchvision_on_coco_photos(coco_mini: Path) -> None:
     reference = _torchvision_eval(pre)
     for path in sorted((coco_mini / "val2017").glob("*.jpg"))[:12]:
         np.testing.assert_allclose(preprocess(path, pre), reference(decode_image(path)).numpy(), atol=1e-5)
+
+
+def test_draft_decoding_keeps_the_requested_side(tmp_path):
+    from PIL import Image
+
+    from edgemlic.images import decode_image
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1600, 1200), (200, 30, 60)).save(path, quality=90)
+    assert decode_image(path).size == (1600, 1200)
+    assert decode_image(path, min_side=256).size == (400, 300)  # 1/4 scale: both sides still >= 256
+    assert decode_image(path, min_side=500).size == (800, 600)
+    assert decode_image(path, min_side=700).size == (1600, 1200)  # 1/2 would make the short side 600

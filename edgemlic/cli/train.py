@@ -39,6 +39,9 @@ def train(
     schedule: Annotated[str, typer.Option(help="constant, or cosine with warm-up.")] = "constant",
     rotation: Annotated[float, typer.Option(help="Random rotation range in degrees (±).")] = 45.0,
     hflip: bool = True,
+    fast_decode: Annotated[
+        bool, typer.Option(help="Decode training JPEGs at reduced scale (draft).")
+    ] = False,
     val_every: Annotated[int, typer.Option(help="Validate every N iterations (0: every epoch).")] = 0,
     patience: Annotated[int, typer.Option(help="Early stop after N validations without improvement.")] = 5,
     max_steps: Annotated[int, typer.Option(help="Stop after N iterations (0: no limit).")] = 0,
@@ -66,8 +69,8 @@ def train(
         weights=weights, input_size=input_size, resize_size=resize_size, epochs=epochs,
         batch_size=batch_size, lr=lr, head_lr_mult=head_lr_mult, momentum=momentum,
         weight_decay=weight_decay, loss=loss, optimizer=optimizer, schedule=schedule, rotation=rotation,
-        hflip=hflip, val_every=val_every, patience=patience, max_steps=max_steps, seed=seed, workers=workers,
-        device=device,
+        hflip=hflip, fast_decode=fast_decode, val_every=val_every, patience=patience, max_steps=max_steps,
+        seed=seed, workers=workers, device=device,
     )  # fmt: skip
     if resume == "auto":
         resuming = (out / "last.pt").exists()

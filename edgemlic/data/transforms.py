@@ -33,9 +33,15 @@ class MultilabelDataset(torch.utils.data.Dataset):
     """Items are (CHW float tensor, multi-hot target); an index may carry an augmentation seed."""
 
     def __init__(
-        self, samples: Sequence[Sample], pre: Preprocessing, rotation: float = 0.0, hflip: bool = False
+        self,
+        samples: Sequence[Sample],
+        pre: Preprocessing,
+        rotation: float = 0.0,
+        hflip: bool = False,
+        fast_decode: bool = False,
     ) -> None:
         self.samples, self.pre, self.rotation, self.hflip = samples, pre, rotation, hflip
+        self.min_side = pre.resize_size if fast_decode else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -43,7 +49,7 @@ class MultilabelDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         sample = self.samples[index]
-        img = decode_image(sample.path)
+        img = decode_image(sample.path, min_side=self.min_side)
         if seed is not None:
             img = augment(img, np.random.default_rng(seed), self.rotation, self.hflip)
         return torch.from_numpy(preprocess(img, self.pre)), torch.tensor(sample.target)
