@@ -66,8 +66,18 @@ def tiny_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 
     run = tmp_path_factory.mktemp("tiny_run")
     config = TrainConfig(
-        coco_root=str(synth_root), out_dir=str(run), arch="resnet_tiny", weights="none", input_size=32,
-        resize_size=36, epochs=3, batch_size=8, lr=0.05, head_lr_mult=1.0, workers=0, device="cpu",
+        coco_root=str(synth_root),
+        out_dir=str(run),
+        arch="resnet_tiny",
+        weights="none",
+        input_size=32,
+        resize_size=36,
+        epochs=3,
+        batch_size=8,
+        lr=0.05,
+        head_lr_mult=1.0,
+        workers=0,
+        device="cpu",
     )
     return train(config, progress=False)
 

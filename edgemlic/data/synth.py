@@ -23,11 +23,15 @@ SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
 DESCRIPTION = "edgemlic synthetic shapes"
 
 _SHAPE_COUNT_PROBS = (0.05, 0.30, 0.38, 0.27)  # P(0 shapes), P(1), P(2), P(3)
+# How hard the set is. A 16-wide ResNet-10 from scratch at 96 px passes 0.9 val micro-F1 after about 20
+# epochs of 600 images (1-2 minutes on 2 idle CPU cores); full turns, or no brightness gap, hold it near 0.8.
 _OVERLAP_SHARE = 0.2  # images whose shapes may partially occlude each other
 _MIN_VISIBLE = {False: 0.98, True: 0.6}  # least visible share of every shape, by overlap allowed
-_SIZE_RANGE = (0.2, 0.5)  # shape diameter as a share of the image side
-_MAX_TILT = math.pi  # shapes turn by up to this angle either way
-_NOISE_RANGE = (2.0, 10.0)  # standard deviation of the pixel noise
+_SIZE_RANGE = (0.3, 0.5)  # shape diameter as a share of the image side
+_MARGIN = 0.05  # share of the side kept free at each border, so centre crops keep whole shapes
+_MAX_TILT = math.radians(25)  # shapes turn by up to this angle either way
+_NOISE_RANGE = (2.0, 6.0)  # standard deviation of the pixel noise
+_MIN_LUMA_GAP = 70.0  # least brightness difference between a shape and the background behind it
 _JPEG_QUALITY = 90
 
 _Shape = tuple[int, np.ndarray, list[np.ndarray], Image.Image]  # category id, outline, holes, mask
@@ -123,7 +127,9 @@ def _render(rng: np.random.Generator, size: int) -> tuple[bytes, list[tuple[int,
         shapes.append((category_id, polygon, area))
 
     # Sensor-like noise over everything, so flat colours are not a shortcut.
-    pixels = np.asarray(image, dtype=np.float32) + rng.normal(0.0, rng.uniform(*_NOISE_RANGE), (size, size, 3))
+    pixels = np.asarray(image, dtype=np.float32) + rng.normal(
+        0.0, rng.uniform(*_NOISE_RANGE), (size, size, 3)
+    )
     image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=_JPEG_QUALITY)
@@ -173,15 +179,12 @@ def _random_shape(rng: np.random.Generator, size: int, scale: float) -> _Shape:
     category_id = int(rng.integers(1, len(SHAPES) + 1))
     outline, holes = _unit_shape(SHAPES[category_id - 1])
     radius = 0.5 * size * rng.uniform(*_SIZE_RANGE) * scale
-    extent = radius * np.linalg.norm(outline, axis=1).max()  # keeps every rotation inside the image
-    cx, cy = rng.uniform(extent, size - extent, 2)
     angle = rng.uniform(-_MAX_TILT, _MAX_TILT)
-    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-
-    def place(points: np.ndarray) -> np.ndarray:
-        return points @ rotation.T * radius + (cx, cy)
-
-    polygon, hole_polygons = place(outline), [place(h) for h in holes]
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]) * radius
+    turned = outline @ rotation.T
+    margin = _MARGIN * size
+    offset = rng.uniform(margin - turned.min(axis=0), size - margin - turned.max(axis=0))
+    polygon, hole_polygons = turned + offset, [h @ rotation.T + offset for h in holes]
     mask = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask)
     draw.polygon([tuple(p) for p in polygon], fill=255)
@@ -220,12 +223,18 @@ def _unit_shape(name: str) -> tuple[np.ndarray, list[np.ndarray]]:
 def _contrasting_colour(
     rng: np.random.Generator, background: np.ndarray, others: list[np.ndarray]
 ) -> np.ndarray:
-    """A random colour far from the background here and from the shapes already drawn."""
+    """A random colour far from the background here and from the shapes already drawn.
+
+    Brightness must differ from the background too: edges a small network sees early in training.
+    """
     best, best_score = None, -1.0
-    for _ in range(40):
+    for _ in range(60):
         colour = rng.uniform(0, 255, 3)
         score = min(
-            [np.linalg.norm(colour - background) / 140.0]
+            [
+                abs(_luma(colour) - _luma(background)) / _MIN_LUMA_GAP,
+                np.linalg.norm(colour - background) / 140.0,
+            ]
             + [np.linalg.norm(colour - o) / 70.0 for o in others]
         )
         if score >= 1.0:
@@ -233,6 +242,10 @@ def _contrasting_colour(
         if score > best_score:
             best, best_score = colour, score
     return best
+
+
+def _luma(colour: np.ndarray) -> float:
+    return float(np.dot(colour, (0.299, 0.587, 0.114)))
 
 
 def _polygon_area(points: np.ndarray) -> float:
