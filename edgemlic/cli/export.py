@@ -1,0 +1,62 @@
+"""`edgemlic export`: a checkpoint to an ONNX model in FP32, FP16 or calibrated INT8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgemlic.cli.app import app, console
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) or run directory.")],
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
+    out: Annotated[Path, typer.Option(help="Folder for model.<precision>.onnx and its report.")] = Path(
+        "export"
+    ),
+    calib_data: Annotated[
+        Path | None, typer.Option(help="INT8: COCO-format root to draw calibration images from.")
+    ] = None,
+    calib_split: Annotated[str, typer.Option(help="INT8: split of --calib-data.")] = "train2017",
+    calib_images: Annotated[int, typer.Option(help="INT8: number of calibration images.")] = 256,
+    calib_method: Annotated[str, typer.Option(help="INT8: percentile, entropy or minmax.")] = "percentile",
+    calib_manifest: Annotated[
+        Path | None, typer.Option(help="INT8: where to write the image manifest (default calib/...).")
+    ] = None,
+    calib_cache: Annotated[
+        Path | None,
+        typer.Option(help="INT8: calibration cache folder (default $EDGEMLIC_CACHE_DIR/calibration)."),
+    ] = None,
+    target: Annotated[
+        str, typer.Option(help="INT8: tensorrt (symmetric S8S8) or cpu (U8S8, fastest in ONNX Runtime).")
+    ] = "tensorrt",
+    seed: Annotated[int, typer.Option(help="INT8: seed of the calibration image order.")] = 0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the export report here.")
+    ] = None,
+) -> None:
+    """Export to ONNX with the model card inside, gated against PyTorch on real images."""
+    from edgemlic.export import export_model
+    from edgemlic.export.report import format_report
+    from edgemlic.io import write_json
+
+    result = export_model(
+        checkpoint,
+        out,
+        precision,
+        calibration_data=calib_data,
+        calibration_split=calib_split,
+        calibration_count=calib_images,
+        calibration_method=calib_method,
+        calibration_manifest=calib_manifest,
+        int8_target=target,
+        cache_dir=calib_cache,
+        seed=seed,
+    )
+    console.print(format_report(result.report), soft_wrap=True, markup=False)
+    if json_path:
+        write_json(json_path, result.report)
+        console.print(f"report written to {json_path}", soft_wrap=True, markup=False)

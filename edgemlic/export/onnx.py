@@ -1,0 +1,221 @@
+"""FP32 ONNX export: the PyTorch model plus its sigmoid, the model card in the metadata, and a gate.
+
+The graph outputs probabilities (logits -> sigmoid inside the graph), so every backend returns the
+same quantity and the runtime never re-implements the head. Precision lives in the graph itself:
+TensorRT 10 and 11 build strongly typed networks from what the ONNX file says, so the FP16 and INT8
+artifacts are separate graphs derived from this one (see fp16.py and int8.py).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemlic import __version__
+from edgemlic.card import ModelCard
+from edgemlic.errors import EdgemlicError
+from edgemlic.images import ImageSource, preprocess_batch
+from edgemlic.runtime.onnx_backend import CARD_METADATA_KEY
+
+OPSET = 18
+"""Pinned ONNX opset. torch 2.14's exporter (dynamo=True; the TorchScript one is deprecated) has no
+implementations below 18 and its down-conversion to 17 fails on ReduceMean's axes input, so 18 it is.
+It allows per-channel Q/DQ (>= 13), and TensorRT 10.x's parser (JetPack's 10.3 included) reads up to 20."""
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+FP32_TOLERANCE = 1e-4
+"""Largest probability difference the FP32 gate accepts between ONNX Runtime and PyTorch."""
+GATE_IMAGES = 32
+"""Images the gates run (the first of the calibration list, which covers every class first)."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """How far an artifact's probabilities are from the reference on real images."""
+
+    reference: str
+    images: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    label_flip_rate: float
+    """Share of (image, class) decisions at the card's thresholds that differ from the reference."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "images": self.images,
+            "max_abs_diff": self.max_abs_diff,
+            "mean_abs_diff": self.mean_abs_diff,
+            "label_flip_rate": self.label_flip_rate,
+        }
+
+
+def compare_probabilities(
+    reference: np.ndarray, candidate: np.ndarray, card: ModelCard, reference_name: str
+) -> GateResult:
+    """Max/mean absolute difference and label flip rate; non-finite outputs are an error."""
+    if candidate.shape != reference.shape:
+        raise EdgemlicError(
+            f"gate: output shape {candidate.shape} differs from the reference {reference.shape}"
+        )
+    if not np.isfinite(candidate).all():
+        raise EdgemlicError(
+            f"gate: the exported model produced NaN or infinite probabilities ({reference_name})"
+        )
+    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
+    thresholds = card.thresholds()
+    flips = (candidate >= thresholds) != (reference >= thresholds)
+    return GateResult(
+        reference_name, len(reference), float(diff.max()), float(diff.mean()), float(flips.mean())
+    )
+
+
+def generated_gate_images(count: int = 4, seed: int = 0) -> list[bytes]:
+    """A few JPEG files made in memory (smooth colours plus noise, odd sizes) for a gate without data.
+
+    They go through the real decoder and `preprocess`, so resize, crop and normalization are exercised.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(count):
+        w, h = 48 + 29 * i, 64 + 13 * (count - i)
+        y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        channels = [127 + 100 * np.sin(x / (5 + 3 * c) + y / (7 + 2 * c) + phase[c]) for c in range(3)]
+        pixels = np.stack(channels, axis=-1) + rng.normal(0, 12, (h, w, 3))
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(buffer, "JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+def gate_batch(images: Sequence[ImageSource] | None, card: ModelCard) -> np.ndarray:
+    """The preprocessed batch a gate runs: the first GATE_IMAGES given images, or generated ones."""
+    sources = list(images[:GATE_IMAGES]) if images else generated_gate_images()
+    return preprocess_batch(sources, card.preprocessing)
+
+
+def run_onnx(path: str | Path, batch: np.ndarray) -> np.ndarray:
+    """Probabilities from ONNX Runtime on the CPU, through the runtime's own backend."""
+    from edgemlic.runtime.onnx_backend import OnnxBackend
+
+    with OnnxBackend(path, device="cpu") as backend:
+        return backend.infer(batch)
+
+
+def artifact_card(card: ModelCard, precision: str, checkpoint_sha256: str, **provenance: str) -> ModelCard:
+    """The card an exported artifact carries: precision set, provenance extended."""
+    return card.replace(
+        precision=precision,
+        provenance={
+            **card.provenance,
+            "checkpoint_sha256": checkpoint_sha256,
+            "precision": precision,
+            "edgemlic_version": __version__,
+            "opset": str(OPSET),
+            **provenance,
+        },
+    )
+
+
+def set_card(model: Any, card: ModelCard) -> None:
+    """Store the card as JSON under CARD_METADATA_KEY in an onnx.ModelProto, replacing any old one."""
+    kept = [p for p in model.metadata_props if p.key != CARD_METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CARD_METADATA_KEY, card.to_json()
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The model card inside an exported ONNX file (onnx package only, no session, no torch)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgemlicError(f"{path}: ONNX model not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise EdgemlicError(
+            f"{path}: not an ONNX model ({type(e).__name__}); give a file from `edgemlic export`"
+        ) from None
+    metadata = {p.key: p.value for p in model.metadata_props}
+    if CARD_METADATA_KEY not in metadata:
+        raise EdgemlicError(
+            f"{path}: this ONNX model has no edgemlic model card; export it with `edgemlic export`"
+        )
+    return ModelCard.from_json(metadata[CARD_METADATA_KEY], f"{path} (model card)")
+
+
+def save_checked(model: Any, path: Path) -> None:
+    """Write a ModelProto as one file (no external data) and run the full ONNX checker on it."""
+    import onnx
+
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise EdgemlicError(f"{path}: the exported graph fails the ONNX checker ({first})") from None
+
+
+def with_sigmoid(model: Any) -> Any:
+    """The network as exported: logits -> sigmoid, so the graph outputs probabilities."""
+    import torch
+
+    return torch.nn.Sequential(model, torch.nn.Sigmoid()).eval()
+
+
+def export_fp32(
+    model: Any, card: ModelCard, path: Path, gate_images: Sequence[ImageSource] | None = None
+) -> GateResult:
+    """Export `model` (logits out) to a single-file FP32 ONNX graph at `path`, gated against PyTorch.
+
+    `card` is written as it is (precision and provenance already set). The caller passes a temporary
+    path and renames it on success, so a failed gate leaves nothing behind.
+    """
+    import torch
+
+    net = with_sigmoid(model)
+    size = card.preprocessing.input_size
+    # Batch 2 for the example: torch.export specializes dimensions of size 0 and 1.
+    example = torch.zeros(2, 3, size, size)
+    try:
+        program = torch.onnx.export(
+            net,
+            (example,),
+            None,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise EdgemlicError(f"ONNX export of {card.architecture} failed ({first})") from None
+    proto = program.model_proto
+    assert [i.name for i in proto.graph.input] == [INPUT_NAME], proto.graph.input
+    assert [o.name for o in proto.graph.output] == [OUTPUT_NAME], proto.graph.output
+    set_card(proto, card)
+    save_checked(proto, path)
+
+    batch = gate_batch(gate_images, card)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(batch)).numpy()
+    gate = compare_probabilities(expected, run_onnx(path, batch), card, "pytorch")
+    if gate.max_abs_diff > FP32_TOLERANCE:
+        raise EdgemlicError(
+            f"export gate failed: ONNX Runtime differs from PyTorch by {gate.max_abs_diff:.3g} "
+            f"(allowed {FP32_TOLERANCE:g}) on {gate.images} images; no model was written"
+        )
+    return gate

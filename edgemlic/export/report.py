@@ -1,0 +1,63 @@
+"""The export report: what was written and how close it is to the reference, as JSON and as text."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def graph_summary(path: str | Path) -> dict[str, Any]:
+    """File size, node count, Q/DQ node counts and initializer element types of an ONNX file."""
+    import onnx
+
+    model = onnx.load(str(path))
+    ops = Counter(node.op_type for node in model.graph.node)
+    dtypes = Counter(onnx.TensorProto.DataType.Name(t.data_type) for t in model.graph.initializer)
+    return {
+        "size_bytes": Path(path).stat().st_size,
+        "nodes": len(model.graph.node),
+        "quantize_linear": ops["QuantizeLinear"],
+        "dequantize_linear": ops["DequantizeLinear"],
+        "initializer_dtypes": dict(sorted(dtypes.items())),
+    }
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.2f} MB"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A few lines for the console."""
+    graph = report["graph"]
+    target = f" ({report['int8_target']})" if report.get("int8_target") else ""
+    lines = [f"{report['artifact']}: {report['precision']}{target}, {_megabytes(graph['size_bytes'])}"]
+    fp32 = report["fp32"]
+    if report["precision"] != "fp32":
+        lines.append(
+            f"  fp32 graph: {fp32['path']} ({'reused' if fp32['reused'] else 'exported'}, "
+            f"{_megabytes(fp32['size_bytes'])})"
+        )
+    dtypes = ", ".join(f"{name} {count}" for name, count in graph["initializer_dtypes"].items())
+    lines.append(
+        f"  graph: {graph['nodes']} nodes, {graph['quantize_linear']} QuantizeLinear, "
+        f"{graph['dequantize_linear']} DequantizeLinear; initializers: {dtypes}"
+    )
+    calibration = report.get("calibration")
+    if calibration:
+        lines.append(
+            f"  calibration: {calibration['images']} images, {calibration['method']}, manifest "
+            f"{calibration['manifest']} (sha256 {calibration['manifest_sha256'][:12]}), "
+            f"cache {'hit' if calibration['cache_hit'] else 'miss'}"
+        )
+    gates = [report["gate"]]
+    if report["precision"] != "fp32" and fp32.get("gate"):
+        gates.insert(0, fp32["gate"])
+    for gate in gates:
+        lines.append(
+            f"  gate vs {gate['reference']} on {gate['images']} images: "
+            f"max abs diff {gate['max_abs_diff']:.3g}, mean {gate['mean_abs_diff']:.3g}, "
+            f"label flips {100 * gate['label_flip_rate']:.2f}%"
+        )
+    lines.append(f"  report: {report['report']}")
+    return "\n".join(lines)

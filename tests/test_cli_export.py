@@ -1,0 +1,101 @@
+"""`edgemlic export` gives what `export_model` gives, and bad input is one line on stderr."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import edgemlic.cli.export  # noqa: F401  (registers `edgemlic export` until cli/__init__ imports it)
+from edgemlic.cli import main
+from edgemlic.export import export_model, read_card
+from edgemlic.images import preprocess_batch
+from edgemlic.runtime.onnx_backend import OnnxBackend
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def fp32_dir(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp32")
+    export_model(tiny_checkpoint, out, "fp32")
+    return out
+
+
+def test_int8_from_the_command_line_equals_the_library(
+    tiny_checkpoint, fp32_dir, synth_root, val_images, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("EDGEMLIC_CACHE_DIR", str(tmp_path / "cache"))
+    cli_dir, lib_dir = tmp_path / "cli", tmp_path / "lib"
+    for folder in (cli_dir, lib_dir):
+        folder.mkdir()
+        shutil.copy(fp32_dir / "model.fp32.onnx", folder)
+    code, out, err = run(
+        [
+            "export",
+            tiny_checkpoint,
+            "--precision",
+            "int8",
+            "--out",
+            cli_dir,
+            "--calib-data",
+            synth_root,
+            "--calib-images",
+            16,
+            "--calib-method",
+            "minmax",
+            "--target",
+            "cpu",
+            "--calib-manifest",
+            tmp_path / "cli.json",
+            "--json",
+            tmp_path / "report.json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "model.int8-cpu.onnx: int8 (cpu)" in out and "QuantizeLinear" in out and "label flips" in out
+    library = export_model(
+        tiny_checkpoint,
+        lib_dir,
+        "int8",
+        calibration_data=synth_root,
+        calibration_count=16,
+        calibration_method="minmax",
+        int8_target="cpu",
+        calibration_manifest=tmp_path / "lib.json",
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report == json.loads((cli_dir / "model.int8-cpu.export.json").read_text())
+    assert report["calibration"]["cache_hit"] is False and library.report["calibration"]["cache_hit"] is True
+    assert (tmp_path / "cli.json").read_bytes() == (tmp_path / "lib.json").read_bytes()
+    for key in ("precision", "int8_target", "graph", "gate"):
+        assert report[key] == library.report[key]
+    assert read_card(cli_dir / "model.int8-cpu.onnx") == library.card
+    batch = preprocess_batch(val_images, library.card.preprocessing)
+    with OnnxBackend(cli_dir / "model.int8-cpu.onnx", "cpu") as a, OnnxBackend(library.path, "cpu") as b:
+        np.testing.assert_array_equal(a.infer(batch), b.infer(batch))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{bad}"], "not a loadable edgemlic checkpoint"),
+        (["{ckpt}", "--precision", "int8"], "needs calibration images"),
+        (["{ckpt}", "--precision", "int8", "--calib-data", "/no/such/coco"], "/no/such/coco"),
+        (["{ckpt}", "--precision", "bf16"], "precision 'bf16'"),
+    ],
+)
+def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    args = [a.format(bad=bad, ckpt=tiny_checkpoint) for a in args]
+    code, _, err = run(["export", *args, "--out", tmp_path / "out"], capsys)
+    assert code == 1
+    assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,53 @@
+"""FP16 export: a float16 graph behind float32 inputs and outputs, close to the FP32 graph."""
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from edgemlic.export import export_model, read_card
+from edgemlic.images import preprocess_batch
+from edgemlic.runtime.onnx_backend import OnnxBackend
+
+
+@pytest.fixture(scope="module")
+def fp16(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp16")
+    fp32 = export_model(tiny_checkpoint, out, "fp32")
+    return fp32, export_model(tiny_checkpoint, out, "fp16")
+
+
+def test_weights_are_float16_and_io_float32(fp16):
+    _, result = fp16
+    model = onnx.load(str(result.path))
+    dtypes = Counter(t.data_type for t in model.graph.initializer if len(t.dims) > 0 and np.prod(t.dims) > 1)
+    float_tensors = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16} & set(dtypes)
+    assert float_tensors == {onnx.TensorProto.FLOAT16}, dtypes
+    assert dtypes[onnx.TensorProto.FLOAT16] >= 20  # every conv and the classifier
+    assert result.report["graph"]["initializer_dtypes"]["FLOAT16"] == dtypes[onnx.TensorProto.FLOAT16]
+    for value in (*model.graph.input, *model.graph.output):
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    onnx.checker.check_model(str(result.path), full_check=True)
+    assert result.path.stat().st_size < 0.55 * fp16[0].path.stat().st_size
+
+
+def test_matches_fp32_and_reuses_its_graph(fp16, val_images):
+    fp32, result = fp16
+    assert result.report["fp32"]["reused"] and result.report["fp32"]["gate"] is None
+    batch = preprocess_batch(val_images, result.card.preprocessing)
+    with OnnxBackend(fp32.path, device="cpu") as a, OnnxBackend(result.path, device="cpu") as b:
+        reference, half = a.infer(batch), b.infer(batch)
+    assert half.dtype == np.float32
+    np.testing.assert_allclose(half, reference, atol=2e-3)
+    gate = result.report["gate"]
+    assert gate["reference"] == "fp32-onnx" and 0 < gate["max_abs_diff"] < 2e-3
+
+
+def test_card_says_fp16_with_provenance(fp16):
+    fp32, result = fp16
+    card = read_card(result.path)
+    assert card.precision == "fp16" and card.provenance["precision"] == "fp16"
+    assert card.provenance["checkpoint_sha256"] == fp32.card.provenance["checkpoint_sha256"]
+    assert card.provenance["fp16_converter"].startswith("onnxconverter-common")
+    assert card.classes == fp32.card.classes
