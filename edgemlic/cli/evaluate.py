@@ -27,6 +27,7 @@ def evaluate(
     device: str = "auto",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] = None,
     save_scores: Annotated[Path | None, typer.Option(help="Write scores/targets/classes as .npz.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Write evaluation figures (PNG) to this folder.")] = None,
 ) -> None:
     """Micro/macro F1, Jaccard, mAP, per-class metrics and a threshold sweep on a split."""
     from edgemlic.evaluate import evaluate_artifact
@@ -84,6 +85,10 @@ def evaluate(
     if save_scores:
         result.save_scores(save_scores)
         console.print(f"scores written to {save_scores}")
+    if plots:
+        from edgemlic.analysis_plots import save_evaluation_plots
+
+        console.print(f"figures written: {', '.join(map(str, save_evaluation_plots(result, plots)))}")
 
 
 @app.command()

@@ -1,0 +1,108 @@
+"""`edgemlic thresholds tune`, `edgemlic explain` and `edgemlic report`: understanding a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgemlic.cli.app import app, console
+
+thresholds_app = typer.Typer(help="Per-class decision thresholds.")
+app.add_typer(thresholds_app, name="thresholds")
+
+
+@thresholds_app.command("tune")
+def tune(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt or run directory) to tune.")],
+    coco_root: Annotated[Path, typer.Option(help="Dataset root in COCO's layout.")],
+    split: Annotated[str, typer.Option(help="Validation split to tune on.")] = "val2017",
+    objective: Annotated[str, typer.Option(help="f1, precision@P (e.g. precision@0.9) or recall@R.")] = "f1",
+    out: Annotated[
+        Path | None, typer.Option(help="New checkpoint (default: <stem>.tuned.pt beside it).")
+    ] = None,
+    min_positives: Annotated[
+        int, typer.Option(help="Fewer positives than this: keep the global threshold.")
+    ] = 5,
+    keep_negatives: bool = False,
+    batch_size: int = 32,
+    device: str = "auto",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+) -> None:
+    """Tune one threshold per class on a validation split and write them into a new checkpoint's card."""
+    from edgemlic.io import write_json
+    from edgemlic.thresholds import tune_checkpoint
+
+    path, result = tune_checkpoint(
+        checkpoint, coco_root, split, objective, out, min_positives, keep_negatives, batch_size, device
+    )
+    summary = result.to_dict()
+    table = Table(title=f"per-class thresholds ({summary['objective']}, on {split})")
+    for column in ("class", "positives", "threshold", "status", "F1 before", "F1 after"):
+        table.add_column(column, justify="left" if column in ("class", "status") else "right")
+    for row in summary["classes"]:
+        table.add_row(
+            row["class"],
+            str(row["support"]),
+            f"{row['threshold']:.2f}",
+            row["status"],
+            f"{row['f1_before']:.4f}",
+            f"{row['f1_after']:.4f}",
+        )
+    console.print(table)
+    before, after = summary["before"], summary["after"]
+    console.print(
+        f"micro-F1 {before['micro_f1']:.4f} -> {after['micro_f1']:.4f}, "
+        f"Jaccard {before['jaccard']:.4f} -> {after['jaccard']:.4f}, "
+        f"macro-F1 {before['macro_f1']:.4f} -> {after['macro_f1']:.4f} "
+        f"(before: global threshold {result.global_threshold:g})"
+    )
+    if json_path is not None:
+        write_json(
+            json_path,
+            {"checkpoint": str(checkpoint), "tuned_checkpoint": str(path), "split": split, **summary},
+        )
+        console.print(f"wrote {json_path}")
+    console.print(f"tuned checkpoint: {path}")
+
+
+@app.command()
+def explain(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt or run directory).")],
+    image: Annotated[Path, typer.Argument(help="Image file to explain.")],
+    classes: Annotated[
+        str | None, typer.Option(help='Comma-separated, e.g. "dog,cat" (default: predicted).')
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for <image>.gradcam.png.")] = Path("explain"),
+) -> None:
+    """Grad-CAM heat maps: where the model looks for each class."""
+    from edgemlic.data.coco import parse_categories
+    from edgemlic.explain import explain_image
+
+    path, scores = explain_image(checkpoint, image, parse_categories(classes), out)
+    console.print(", ".join(f"{name} {score:.4f}" for name, score in scores.items()))
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Training run directory (holds metrics.csv and best.pt).")],
+    coco_root: Annotated[Path | None, typer.Option(help="Dataset root (default: from config.json).")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to evaluate (default: the run's val split).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: RUN_DIR/report.html).")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint to report on (default: best.pt).")
+    ] = None,
+    max_images: Annotated[int, typer.Option(help="Validation images shown, worst first.")] = 24,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> None:
+    """One self-contained HTML page: curves, data, metrics, thresholds and the worst mistakes."""
+    from edgemlic.report import build_report
+
+    path = build_report(run_dir, coco_root, split, out, checkpoint, max_images, batch_size, device)
+    console.print(f"wrote {path}")

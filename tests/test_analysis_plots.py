@@ -1,0 +1,90 @@
+"""Evaluation figures are real PNGs with content, and the PR curve agrees with scikit-learn."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgemlic.analysis_plots import precision_recall_curve, save_evaluation_plots
+from edgemlic.cli import main
+from edgemlic.errors import EdgemlicError
+from edgemlic.evaluate import Evaluation
+from edgemlic.metrics import average_precision, multilabel_metrics, threshold_sweep
+
+FIGURES = ["threshold_sweep.png", "confusion.png", "average_precision.png", "pr_curves.png"]
+
+
+def assert_png_with_content(path):
+    """A PNG that is neither blank nor bare axes: axes and text are gray, the data is drawn in colour."""
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        pixels = np.asarray(img.convert("RGB"), np.int16)
+    assert min(pixels.shape[:2]) > 100
+    assert pixels.std() > 10, f"{path.name} looks blank"
+    coloured = (pixels.max(axis=2) - pixels.min(axis=2)) > 60
+    assert coloured.mean() > 0.003, f"{path.name} has axes but no data"
+
+
+def small_evaluation(classes=("a", "b", "never")):
+    """Scores and targets of 40 images; the last class has no positive."""
+    rng = np.random.default_rng(0)
+    targets = (rng.random((40, len(classes))) < 0.4).astype(np.float32)
+    targets[:, -1] = 0
+    scores = rng.random(targets.shape).astype(np.float32)
+    report = multilabel_metrics(scores, targets, 0.5, classes)
+    report["sweep"] = threshold_sweep(scores, targets)
+    return Evaluation(report, scores, targets, classes)
+
+
+def test_a_class_without_positives_is_drawn(tmp_path):
+    for path in save_evaluation_plots(small_evaluation(), tmp_path):
+        assert_png_with_content(path)
+
+
+def test_precision_recall_curve_matches_scikit_learn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(3)
+    targets = rng.random(200) < 0.3
+    scores = np.round(rng.random(200) * 0.5 + 0.4 * targets, 2)  # rounding makes ties
+    precision, recall = precision_recall_curve(scores, targets)
+    ref_precision, ref_recall, _ = sklearn_metrics.precision_recall_curve(targets, scores)
+    # scikit-learn trims the curve after full recall and appends (recall 0, precision 1); every other
+    # point of its curve is one of ours.
+    ours = {(round(p, 12), round(r, 12)) for p, r in zip(precision, recall, strict=True)}
+    theirs = {(round(p, 12), round(r, 12)) for p, r in zip(ref_precision[:-1], ref_recall[:-1], strict=True)}
+    assert theirs <= ours and len(theirs) > 10
+    area = np.sum(np.diff(recall, prepend=0.0) * precision)
+    assert area == pytest.approx(sklearn_metrics.average_precision_score(targets, scores))
+    assert area == pytest.approx(average_precision(scores, targets))
+
+
+def test_precision_recall_curve_needs_a_positive():
+    with pytest.raises(EdgemlicError, match="no positive"):
+        precision_recall_curve(np.array([0.2, 0.8]), np.array([0, 0]))
+
+
+def test_evaluate_command_writes_plots(tiny_checkpoint, synth_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "evaluate",
+                str(tiny_checkpoint),
+                "--coco-root",
+                str(synth_root),
+                "--device",
+                "cpu",
+                "--plots",
+                str(tmp_path / "figs"),
+            ]
+        )
+    out, _ = capsys.readouterr()
+    assert exit_info.value.code == 0
+    assert "figures written" in out
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(FIGURES)  # no temp files left
+    for name in FIGURES:
+        assert_png_with_content(tmp_path / "figs" / name)
+
+
+def test_plots_into_a_file_is_refused(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(EdgemlicError, match="needs a folder"):
+        save_evaluation_plots(small_evaluation(), tmp_path / "taken")
