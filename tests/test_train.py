@@ -11,7 +11,9 @@ from edgemlic.data.coco import load_coco_split
 from edgemlic.data.transforms import EpochSampler, MultilabelDataset
 from edgemlic.distributed import World
 from edgemlic.errors import EdgemlicError
-from edgemlic.train import TrainConfig, train
+from edgemlic.losses import create_loss
+from edgemlic.models import create_model
+from edgemlic.train import TrainConfig, evaluate, train
 
 
 def tiny_config(root, out, **overrides) -> TrainConfig:
@@ -98,11 +100,24 @@ def test_interrupted_run_resumes_to_the_same_weights(synth_root, tmp_path, monke
         torch.testing.assert_close(resumed[k], reference[k], rtol=0, atol=0, msg=k)
 
 
-def test_training_lowers_the_loss(synth_root, tmp_path):
-    run = tmp_path / "run"
-    train(tiny_config(synth_root, run, epochs=6, val_every=6, rotation=0.0), progress=False)
-    rows = read_metrics(run)
-    assert float(rows[-1]["train_loss"]) < 0.8 * float(rows[0]["train_loss"])
+def test_training_lowers_the_loss_on_its_data(synth_root, tmp_path):
+    """The trained weights fit the training images better than the initial ones (same seed, same init)."""
+    config = tiny_config(
+        synth_root, tmp_path / "run", arch="resnet_tiny_gn", epochs=4, rotation=0.0, hflip=False
+    )
+    best = train(config, progress=False)
+    split = load_coco_split(synth_root, "train2017")
+    loader = torch.utils.data.DataLoader(
+        MultilabelDataset(split.samples, load_model(best)[1].preprocessing), 16
+    )
+    torch.manual_seed(config.seed)  # what train() does before building the model
+    initial = create_model("resnet_tiny_gn", len(split.classes))
+    trained = create_model("resnet_tiny_gn", len(split.classes))
+    trained.load_state_dict(load_checkpoint(tmp_path / "run" / "last.pt")["model"])
+    loss = create_loss("bce")
+    before = evaluate(initial, loss, loader, torch.device("cpu")).loss
+    after = evaluate(trained, loss, loader, torch.device("cpu")).loss
+    assert after < 0.9 * before  # measured 0.52 vs 0.70; a loop that does not learn stays near 1.0
 
 
 def test_early_stopping_after_patience(synth_root, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from edgemlic.cli import data, demo, engine, evaluate, train  # noqa: E402,F401  (each registers its commands)
+from edgemlic.cli import analyze, data, demo, engine, evaluate, export, train  # noqa: E402,F401  (each registers its commands)
 from edgemlic.cli.app import app
 from edgemlic.errors import EdgemlicError
 

@@ -153,6 +153,11 @@ def check_graph_precision(info: OnnxModelInfo) -> None:
         "fp16": info.has_float16 and not has_qdq,
         "fp32": not has_qdq and not info.has_float16,
     }
+    if info.card.provenance.get("int8_target") == "cpu":
+        raise EdgemlicError(
+            f"{info.path}: this INT8 graph is the ONNX Runtime CPU form (unsigned activations), which "
+            "TensorRT cannot build; export with --precision int8 --target tensorrt"
+        )
     if not expected[info.card.precision]:
         raise EdgemlicError(
             f"{info.path}: the card says {info.card.precision} but the graph has {evidence}; engines are "
