@@ -1,12 +1,12 @@
 """`edgemlic export` gives what `export_model` gives, and bad input is one line on stderr."""
 
+import importlib.util
 import json
 import shutil
 
 import numpy as np
 import pytest
 
-import edgemlic.cli.export  # noqa: F401  (registers `edgemlic export` until cli/__init__ imports it)
 from edgemlic.cli import main
 from edgemlic.export import export_model, read_card
 from edgemlic.images import preprocess_batch
@@ -99,3 +99,13 @@ def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, tmp_path, c
     assert code == 1
     assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is not None, reason="checks a machine without TensorRT"
+)
+def test_export_engine_without_tensorrt_keeps_the_onnx(tiny_checkpoint, tmp_path, capsys):
+    code, _, err = run(["export", str(tiny_checkpoint), "--out", str(tmp_path), "--engine"], capsys)
+    assert code == 1 and err.startswith("edgemlic: error: TensorRT is not installed") and err.count("\n") == 1
+    assert read_card(tmp_path / "model.fp32.onnx").precision == "fp32"
+    assert not list(tmp_path.glob("*.engine*"))

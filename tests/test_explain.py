@@ -6,7 +6,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-import edgemlic.cli.analyze  # noqa: F401  (registers the commands until the lead adds it to cli/__init__)
 from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.checkpoint import save_checkpoint
 from edgemlic.cli import main

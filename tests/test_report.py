@@ -6,7 +6,6 @@ import subprocess
 
 import pytest
 
-import edgemlic.cli.analyze  # noqa: F401  (registers the commands until the lead adds it to cli/__init__)
 from edgemlic.cli import main
 from edgemlic.report import build_report
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edgemlic.cli.engine  # noqa: F401  (registers `edgemlic engine` until cli/__init__ imports it)
 from edgemlic.card import ModelCard
 from edgemlic.cli import main
 from edgemlic.errors import EdgemlicError

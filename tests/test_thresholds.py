@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-import edgemlic.cli.analyze  # noqa: F401  (registers the commands until the lead adds it to cli/__init__)
 from edgemlic.checkpoint import load_checkpoint
 from edgemlic.cli import main
 from edgemlic.errors import EdgemlicError

@@ -37,6 +37,9 @@ def export(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the export report here.")
     ] = None,
+    engine: Annotated[
+        bool, typer.Option(help="Then build a TensorRT engine on this GPU (as `edgemlic engine build`).")
+    ] = False,
 ) -> None:
     """Export to ONNX with the model card inside, gated against PyTorch on real images."""
     from edgemlic.export import export_model
@@ -60,3 +63,7 @@ def export(
     if json_path:
         write_json(json_path, result.report)
         console.print(f"report written to {json_path}", soft_wrap=True, markup=False)
+    if engine:
+        from edgemlic.cli.engine import build
+
+        build(result.path)
