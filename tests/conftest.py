@@ -86,3 +86,17 @@ def tiny_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 def val_images(synth_root: Path) -> list[Path]:
     """Real JPEG files of the generated validation split."""
     return sorted((synth_root / "val2017").glob("*.jpg"))[:8]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run `edgemlic ARGS...` in-process: returns (exit code, stdout, stderr)."""
+    from edgemlic.cli import main
+
+    def run(args: list) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    return run

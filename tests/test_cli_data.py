@@ -7,41 +7,28 @@ from pathlib import Path
 
 import pytest
 
-from edgemlic.cli import main
 from edgemlic.data.coco import load_coco_split
 from edgemlic.data.stats import check_split, split_stats
 from edgemlic.data.synth import generate_shapes_dataset
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_synth_matches_the_library(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_synth_matches_the_library(tmp_path: Path, cli) -> None:
     argv = ["data", "synth", str(tmp_path / "cli"), "--train-images", "4", "--val-images", "2"]
-    code, out, _ = _run([*argv, "--image-size", "40", "--seed", "7"], capsys)
+    code, out, _ = cli([*argv, "--image-size", "40", "--seed", "7"])
     assert code == 0
     assert "wrote 4 train and 2 val images (40 px, seed 7)" in out and "cli" in out
     generate_shapes_dataset(tmp_path / "lib", train_images=4, val_images=2, image_size=40, seed=7)
     assert _files(tmp_path / "cli") == _files(tmp_path / "lib")
 
 
-def test_inspect_table_json_and_chart(
-    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_inspect_table_json_and_chart(synth_root: Path, tmp_path: Path, cli) -> None:
     json_path, chart = tmp_path / "stats.json", tmp_path / "stats.png"
     argv = ["data", "inspect", "--coco-root", str(synth_root), "--split", "val2017"]
-    code, out, _ = _run([*argv, "--json", str(json_path), "--chart", str(chart)], capsys)
+    code, out, _ = cli([*argv, "--json", str(json_path), "--chart", str(chart)])
     assert code == 0
     expected = split_stats(load_coco_split(synth_root, "val2017"))
     for name, count in expected["class_counts"].items():
@@ -51,12 +38,10 @@ def test_inspect_table_json_and_chart(
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_inspect_categories_and_negatives(
-    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_inspect_categories_and_negatives(synth_root: Path, tmp_path: Path, cli) -> None:
     json_path = tmp_path / "stats.json"
     argv = ["data", "inspect", "--coco-root", str(synth_root), "--categories", "ring, circle"]
-    code, _, _ = _run([*argv, "--keep-negatives", "--json", str(json_path)], capsys)
+    code, _, _ = cli([*argv, "--keep-negatives", "--json", str(json_path)])
     assert code == 0
     stats = json.loads(json_path.read_text())
     assert stats["classes"] == ["ring", "circle"] and stats["num_images"] == 48
@@ -64,17 +49,17 @@ def test_inspect_categories_and_negatives(
 
 
 @pytest.mark.coco_mini
-def test_inspect_coco_mini_names_with_spaces(coco_mini: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_coco_mini_names_with_spaces(coco_mini: Path, cli) -> None:
     argv = ["data", "inspect", "--coco-root", str(coco_mini), "--split", "val2017"]
-    code, out, _ = _run([*argv, "--categories", "potted plant,couch"], capsys)
+    code, out, _ = cli([*argv, "--categories", "potted plant,couch"])
     assert code == 0
     assert "potted plant" in out and "couch" in out and "dog" not in out
 
 
-def test_check_clean_split(synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_clean_split(synth_root: Path, tmp_path: Path, cli) -> None:
     json_path = tmp_path / "check.json"
     argv = ["data", "check", "--coco-root", str(synth_root), "--split", "val2017", "--json", str(json_path)]
-    code, out, _ = _run(argv, capsys)
+    code, out, _ = cli(argv)
     assert code == 0
     assert "ok: no problems found" in out
     assert json.loads(json_path.read_text()) == json.loads(
@@ -82,9 +67,7 @@ def test_check_clean_split(synth_root: Path, tmp_path: Path, capsys: pytest.Capt
     )
 
 
-def test_check_exits_1_on_problems(
-    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_exits_1_on_problems(synth_root: Path, tmp_path: Path, cli) -> None:
     root = tmp_path / "copy"
     for split in ("train2017", "val2017"):
         (root / split).mkdir(parents=True)
@@ -93,8 +76,8 @@ def test_check_exits_1_on_problems(
         (synth_root / "annotations" / "instances_val2017.json").read_bytes()
     )
     json_path = tmp_path / "check.json"
-    code, out, _ = _run(
-        ["data", "check", "--coco-root", str(root), "--split", "val2017", "--json", str(json_path)], capsys
+    code, out, _ = cli(
+        ["data", "check", "--coco-root", str(root), "--split", "val2017", "--json", str(json_path)]
     )
     assert code == 1
     assert "24 problem(s) found" in out
@@ -113,11 +96,9 @@ def test_check_exits_1_on_problems(
         (["data", "check", "--coco-root", "{synth}", "--split", "test2017"], "annotation file not found"),
     ],
 )
-def test_errors_are_one_line(
-    argv: list[str], message: str, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_errors_are_one_line(argv: list[str], message: str, synth_root: Path, tmp_path: Path, cli) -> None:
     argv = [a.format(missing=tmp_path / "missing", synth=synth_root) for a in argv]
-    code, out, err = _run(argv, capsys)
+    code, out, err = cli(argv)
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("edgemlic: error: ") and message in err
     assert "Traceback" not in out + err

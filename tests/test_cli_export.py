@@ -7,17 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edgemlic.cli import main
 from edgemlic.export import export_model, read_card
 from edgemlic.images import preprocess_batch
 from edgemlic.runtime.onnx_backend import OnnxBackend
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +20,14 @@ def fp32_dir(tiny_checkpoint, tmp_path_factory):
 
 
 def test_int8_from_the_command_line_equals_the_library(
-    tiny_checkpoint, fp32_dir, synth_root, val_images, tmp_path, monkeypatch, capsys
+    tiny_checkpoint, fp32_dir, synth_root, val_images, tmp_path, monkeypatch, cli
 ):
     monkeypatch.setenv("EDGEMLIC_CACHE_DIR", str(tmp_path / "cache"))
     cli_dir, lib_dir = tmp_path / "cli", tmp_path / "lib"
     for folder in (cli_dir, lib_dir):
         folder.mkdir()
         shutil.copy(fp32_dir / "model.fp32.onnx", folder)
-    code, out, err = run(
+    code, out, err = cli(
         [
             "export",
             tiny_checkpoint,
@@ -55,8 +47,7 @@ def test_int8_from_the_command_line_equals_the_library(
             tmp_path / "cli.json",
             "--json",
             tmp_path / "report.json",
-        ],
-        capsys,
+        ]
     )
     assert code == 0, err
     assert "model.int8-cpu.onnx: int8 (cpu)" in out and "QuantizeLinear" in out and "label flips" in out
@@ -91,11 +82,11 @@ def test_int8_from_the_command_line_equals_the_library(
         (["{ckpt}", "--precision", "bf16"], "precision 'bf16'"),
     ],
 )
-def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, tmp_path, capsys):
+def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, tmp_path, cli):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     args = [a.format(bad=bad, ckpt=tiny_checkpoint) for a in args]
-    code, _, err = run(["export", *args, "--out", tmp_path / "out"], capsys)
+    code, _, err = cli(["export", *args, "--out", tmp_path / "out"])
     assert code == 1
     assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err
     assert not (tmp_path / "out").exists()
@@ -104,8 +95,8 @@ def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, tmp_path, c
 @pytest.mark.skipif(
     importlib.util.find_spec("tensorrt") is not None, reason="checks a machine without TensorRT"
 )
-def test_export_engine_without_tensorrt_keeps_the_onnx(tiny_checkpoint, tmp_path, capsys):
-    code, _, err = run(["export", str(tiny_checkpoint), "--out", str(tmp_path), "--engine"], capsys)
+def test_export_engine_without_tensorrt_keeps_the_onnx(tiny_checkpoint, tmp_path, cli):
+    code, _, err = cli(["export", str(tiny_checkpoint), "--out", str(tmp_path), "--engine"])
     assert code == 1 and err.startswith("edgemlic: error: TensorRT is not installed") and err.count("\n") == 1
     assert read_card(tmp_path / "model.fp32.onnx").precision == "fp32"
     assert not list(tmp_path.glob("*.engine*"))

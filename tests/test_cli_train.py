@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from edgemlic.cli import main
 from edgemlic.evaluate import evaluate_artifact
 
 METRIC_KEYS = {
@@ -21,15 +20,8 @@ METRIC_KEYS = {
 }
 
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def test_train_command_writes_a_run(synth_root, tmp_path, capsys):
-    code, out, _ = run(
+def test_train_command_writes_a_run(synth_root, tmp_path, cli):
+    code, out, _ = cli(
         [
             "train",
             "--coco-root",
@@ -52,15 +44,14 @@ def test_train_command_writes_a_run(synth_root, tmp_path, capsys):
             "0",
             "--device",
             "cpu",
-        ],
-        capsys,
+        ]
     )
     assert code == 0, out
     assert "best checkpoint" in out and (tmp_path / "run" / "best.pt").exists()
 
 
-def test_evaluate_command_json_and_scores(tiny_checkpoint, synth_root, tmp_path, capsys):
-    code, out, _ = run(
+def test_evaluate_command_json_and_scores(tiny_checkpoint, synth_root, tmp_path, cli):
+    code, out, _ = cli(
         [
             "evaluate",
             str(tiny_checkpoint),
@@ -74,8 +65,7 @@ def test_evaluate_command_json_and_scores(tiny_checkpoint, synth_root, tmp_path,
             str(tmp_path / "s.npz"),
             "--device",
             "cpu",
-        ],
-        capsys,
+        ]
     )
     assert code == 0
     report = json.loads((tmp_path / "m.json").read_text())
@@ -90,8 +80,8 @@ def test_evaluate_command_json_and_scores(tiny_checkpoint, synth_root, tmp_path,
     assert report["micro_f1"] == pytest.approx(library.report["micro_f1"])
 
 
-def test_predict_command_json(tiny_checkpoint, val_images, capsys):
-    code, out, _ = run(
+def test_predict_command_json(tiny_checkpoint, val_images, cli):
+    code, out, _ = cli(
         [
             "predict",
             str(tiny_checkpoint),
@@ -101,8 +91,7 @@ def test_predict_command_json(tiny_checkpoint, val_images, capsys):
             "0.3",
             "--device",
             "cpu",
-        ],
-        capsys,
+        ]
     )
     assert code == 0
     predictions = json.loads(out)
@@ -121,10 +110,10 @@ def test_predict_command_json(tiny_checkpoint, val_images, capsys):
         (["train", "--coco-root", "{root}", "--categories", "circle,unicorn", "--out", "{tmp}/r"], "unicorn"),
     ],
 )
-def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, synth_root, tmp_path, capsys):
+def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, synth_root, tmp_path, cli):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     args = [a.format(bad=bad, root=synth_root, ckpt=tiny_checkpoint, tmp=tmp_path) for a in args]
-    code, _, err = run(args, capsys)
+    code, _, err = cli(args)
     assert code == 1
     assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err

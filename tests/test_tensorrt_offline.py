@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from edgemlic.card import ModelCard
-from edgemlic.cli import main
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.recipes import (
     EXAMPLE_MODEL,
@@ -605,16 +604,9 @@ def test_export_readme_is_generated_from_the_recipes():
 # ---- the commands, both ways ---------------------------------------------------------------------------
 
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def test_recipes_command_writes_what_the_library_writes(onnx_models, tmp_path, capsys):
-    code, out, _ = run(
-        ["engine", "recipes", onnx_models["fp16"], "--out", tmp_path / "cli", "--max-batch", "16"], capsys
+def test_recipes_command_writes_what_the_library_writes(onnx_models, tmp_path, cli):
+    code, out, _ = cli(
+        ["engine", "recipes", onnx_models["fp16"], "--out", tmp_path / "cli", "--max-batch", "16"]
     )
     assert code == 0 and "build_engine_trt10.sh" in out
     library = write_recipes(onnx_models["fp16"], tmp_path / "lib", BuildProfile(1, 8, 16))
@@ -623,13 +615,13 @@ def test_recipes_command_writes_what_the_library_writes(onnx_models, tmp_path, c
         assert (tmp_path / "cli" / relative).read_bytes() == path.read_bytes(), relative
 
 
-def test_inspect_command_prints_the_fingerprint(onnx_models, tmp_path, capsys):
+def test_inspect_command_prints_the_fingerprint(onnx_models, tmp_path, cli):
     engine = fake_engine(tmp_path, onnx_models["int8"])
-    code, out, _ = run(["engine", "inspect", engine], capsys)
+    code, out, _ = cli(["engine", "inspect", engine])
     assert code == 0
     assert "TensorRT 10.3.0.30" in out and "Orin (compute capability 8.7)" in out and "JetPack 6.x" in out
     assert "engine bytes match the fingerprint" in out and "cannot run here" in out
-    code, out, _ = run(["engine", "inspect", engine, "--json"], capsys)
+    code, out, _ = cli(["engine", "inspect", engine, "--json"])
     assert json.loads(out) == inspect_engine(engine).fingerprint
     assert inspect_engine(engine).integrity_ok
 
@@ -646,9 +638,7 @@ def test_inspect_command_prints_the_fingerprint(onnx_models, tmp_path, capsys):
         (["predict", "{engine}", "{image}", "--device", "cpu"], "runs on the GPU only"),
     ],
 )
-def test_bad_input_is_one_named_line(
-    args, message, onnx_models, tiny_checkpoint, val_images, tmp_path, capsys
-):
+def test_bad_input_is_one_named_line(args, message, onnx_models, tiny_checkpoint, val_images, tmp_path, cli):
     tampered = fake_engine(tmp_path, onnx_models["int8"])
     tampered.write_bytes(tampered.read_bytes()[:-1])
     engine = fake_engine(tmp_path, onnx_models["fp16"])
@@ -668,12 +658,12 @@ def test_bad_input_is_one_named_line(
         )
         for a in args
     ]
-    code, _, err = run(args, capsys)
+    code, _, err = cli(args)
     assert code == 1
     assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err, err
 
 
 @needs_no_tensorrt
-def test_build_without_tensorrt_is_one_named_line(onnx_models, capsys):
-    code, _, err = run(["engine", "build", onnx_models["int8"]], capsys)
+def test_build_without_tensorrt_is_one_named_line(onnx_models, cli):
+    code, _, err = cli(["engine", "build", onnx_models["int8"]])
     assert code == 1 and err.count("\n") == 1 and "TensorRT is not installed" in err

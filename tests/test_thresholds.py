@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from edgemlic.checkpoint import load_checkpoint
-from edgemlic.cli import main
 from edgemlic.errors import EdgemlicError
 from edgemlic.evaluate import evaluate_artifact
 from edgemlic.io import sha256_file
@@ -22,13 +21,6 @@ from edgemlic.thresholds import (
     tune_checkpoint,
     tune_thresholds,
 )
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def labels_at(classes, scores, thresholds):
@@ -166,13 +158,13 @@ def test_evaluate_and_predictor_apply_tuned_thresholds_unless_overridden(tuned, 
 
 
 def test_cli_matches_library_and_writes_beside_the_checkpoint(
-    tuned, tiny_checkpoint, synth_root, tmp_path, capsys
+    tuned, tiny_checkpoint, synth_root, tmp_path, cli
 ):
     _, result = tuned
     (tmp_path / "best.pt").write_bytes(tiny_checkpoint.read_bytes())
     report = tmp_path / "tune.json"
     args = ["thresholds", "tune", str(tmp_path), "--coco-root", str(synth_root), "--device", "cpu"]
-    code, stdout, _ = run([*args, "--json", str(report)], capsys)
+    code, stdout, _ = cli([*args, "--json", str(report)])
     assert code == 0, stdout
     assert "micro-F1" in stdout and "tuned checkpoint" in stdout
     out = tmp_path / "best.tuned.pt"  # the default: <stem>.tuned.pt beside the checkpoint
@@ -189,9 +181,9 @@ def test_cli_matches_library_and_writes_beside_the_checkpoint(
         (["--out", "{ckpt}"], "--out must differ"),
     ],
 )
-def test_bad_input_is_one_named_line(extra, message, tiny_checkpoint, synth_root, capsys):
+def test_bad_input_is_one_named_line(extra, message, tiny_checkpoint, synth_root, cli):
     args = ["thresholds", "tune", str(tiny_checkpoint), "--coco-root", str(synth_root), "--device", "cpu"]
-    code, _, err = run(args + [a.format(ckpt=tiny_checkpoint) for a in extra], capsys)
+    code, _, err = cli(args + [a.format(ckpt=tiny_checkpoint) for a in extra])
     assert code == 1
     assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err
 
