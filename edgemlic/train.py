@@ -121,9 +121,12 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     loader: Iterable,
     device: torch.device,
-    on_step: Callable[[float], bool],
+    on_step: Callable[[torch.Tensor], bool],
 ) -> None:
-    """One pass over `loader`; `on_step(loss)` runs after each iteration and returns True to stop."""
+    """One pass over `loader`; `on_step(loss)` runs after each iteration and returns True to stop.
+
+    The loss stays a device tensor: reading it every step would stall a GPU on a synchronisation.
+    """
     model.train()
     for images, targets in loader:
         images, targets = _to_device(images, targets, device)
@@ -132,7 +135,7 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if on_step(loss.item()):
+        if on_step(loss.detach()):
             return
 
 
@@ -263,7 +266,7 @@ def _train(
     val_set = MultilabelDataset(val_split.samples[world.rank :: world.size], pre)
     val_loader = _loader(val_set, config, world, device)
     reporter = _Progress(total_steps, state.step, enabled=progress)
-    running: list[float] = []
+    running: list[torch.Tensor] = []
 
     def checkpoint(path: Path) -> None:
         save_checkpoint(
@@ -292,9 +295,7 @@ def _train(
             {
                 "epoch": round(state.epoch + state.batch_in_epoch / steps_per_epoch, 4),
                 "step": state.step,
-                "train_loss": float(
-                    gather(np.array([np.mean(running) if running else np.nan]), world).mean()
-                ),
+                "train_loss": float(gather(np.array([_mean(running)]), world).mean()),
                 "val_loss": val_loss,
                 "val_micro_f1": metrics["micro_f1"],
                 "val_jaccard": metrics["jaccard"],
@@ -313,12 +314,12 @@ def _train(
         reporter.validated(val_loss, metrics["micro_f1"])
         return stop
 
-    def on_step(loss: float) -> bool:
+    def on_step(loss: torch.Tensor) -> bool:
         scheduler.step()
         state.step += 1
         state.batch_in_epoch += 1
         running.append(loss)
-        reporter.step(loss)
+        reporter.step(loss, state.step)
         if state.batch_in_epoch == steps_per_epoch:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         if state.step % val_every == 0 or state.step >= total_steps:
@@ -331,6 +332,10 @@ def _train(
             train_one_epoch(net, loss_fn, optimizer, train_loader, device, on_step)
     barrier(world)
     return run_dir / "best.pt"
+
+
+def _mean(losses: list[torch.Tensor]) -> float:
+    return torch.stack(losses).mean().item() if losses else float("nan")
 
 
 def _distribute(model: nn.Module, world: World, device: torch.device) -> nn.Module:
@@ -440,9 +445,10 @@ class _Progress:
     def elapsed(self) -> float:
         return round(time.perf_counter() - self.started, 2)
 
-    def step(self, loss: float) -> None:
-        self.loss = loss
-        self.progress.update(self.task, advance=1, status=f"loss {loss:.4f}{self.val}")
+    def step(self, loss: torch.Tensor, step: int) -> None:
+        if step % 10 == 0:  # reading the loss synchronises the device: only now and then
+            self.loss = loss.item()
+        self.progress.update(self.task, advance=1, status=f"loss {self.loss:.4f}{self.val}")
 
     def validated(self, val_loss: float, f1: float) -> None:
         self.val = f"  val loss {val_loss:.4f}  val F1 {f1:.4f}"
