@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from edgemlic.cli import analyze, data, demo, engine, evaluate, export, train  # noqa: E402,F401  (each registers its commands)
+# Importing a command module registers its commands on `app`.
+from edgemlic.cli import analyze, bench, data, demo, engine, evaluate, export, parity, train  # noqa: F401
 from edgemlic.cli.app import app
 from edgemlic.errors import EdgemlicError
 

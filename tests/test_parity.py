@@ -1,0 +1,323 @@
+"""Parity: real exported graphs against their checkpoint on real JPEGs, and a gate that can fail."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from edgemlic.card import Preprocessing
+from edgemlic.cli import main
+from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
+from edgemlic.errors import EdgemlicError
+from edgemlic.export import export_model
+from edgemlic.export.onnx import set_card
+from edgemlic.images import preprocess_batch
+from edgemlic.parity import DEFAULT_BUDGETS, budgets_with_overrides, run_parity
+from edgemlic.runtime.onnx_backend import OnnxBackend
+from edgemlic.train import TrainConfig, train
+
+RECORD_KEYS = {
+    "micro_f1",
+    "jaccard",
+    "mAP",
+    "delta_micro_f1",
+    "delta_jaccard",
+    "delta_mAP",
+    "flip_rate",
+    "max_abs_diff",
+    "mean_abs_diff",
+    "backend",
+    "precision",
+    "passed",
+    "artifact",
+    "budget",
+    "failures",
+}
+
+
+@pytest.fixture(scope="module")
+def learned_checkpoint(synth_root, tmp_path_factory):
+    """A resnet_tiny that has learned the generated training split: micro-F1 1.0 there, confident scores.
+
+    Parity runs on that split so that every lost decision is the artifact's doing; the INT8 graphs
+    calibrate on the validation split, so calibration and parity images are disjoint.
+    """
+    run = tmp_path_factory.mktemp("learned")
+    config = TrainConfig(
+        coco_root=str(synth_root),
+        out_dir=str(run),
+        arch="resnet_tiny",
+        weights="none",
+        input_size=32,
+        resize_size=36,
+        epochs=30,
+        batch_size=8,
+        lr=3e-3,
+        optimizer="adamw",
+        schedule="cosine",
+        head_lr_mult=1.0,
+        rotation=0.0,
+        patience=1000,
+        workers=0,
+        device="cpu",
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(
+        1
+    )  # two busy shared cores: two threads oversubscribe and train several times slower
+    try:
+        train(config, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return run / "last.pt"  # the memorised state; best.pt is picked by validation loss, far earlier
+
+
+@pytest.fixture(scope="module")
+def artifacts(learned_checkpoint, synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("parity")
+    cache = out / "cache"
+    paths = {p: export_model(learned_checkpoint, out / "good", p).path for p in ("fp32", "fp16")}
+    paths["int8"] = export_model(
+        learned_checkpoint,
+        out / "good",
+        "int8",
+        calibration_data=synth_root,
+        calibration_split="val2017",
+        calibration_count=16,
+        calibration_manifest=out / "good.json",
+        cache_dir=cache,
+    ).path
+    # Solid images of the dataset's mean colour: every calibrated range collapses around one value, so
+    # real activations are clipped. This is the artifact the gate exists to stop.
+    blank = []
+    for i in range(2):
+        blank.append(out / f"blank{i}.jpg")
+        Image.new("RGB", (64, 64), (124, 116, 104)).save(blank[-1], quality=95)
+    paths["blank_int8"] = export_model(
+        learned_checkpoint, out / "blank", "int8", calibration_images=blank, cache_dir=cache
+    ).path
+    return paths
+
+
+@pytest.fixture(scope="module")
+def report(learned_checkpoint, artifacts, synth_root):
+    order = ("fp32", "fp16", "int8", "blank_int8")
+    return run_parity(
+        learned_checkpoint, [artifacts[k] for k in order], synth_root, "train2017", batch_size=16
+    )
+
+
+def test_reference_has_learned_and_good_artifacts_pass(report, artifacts):
+    assert report.images == 48 and report.reference.backend == "pytorch"
+    assert report.reference.micro_f1 > 0.9
+    fp32, fp16, int8, _ = report.artifacts
+    assert fp32.passed and fp32.flip_rate == 0 and fp32.max_abs_diff < 1e-5
+    assert fp16.passed and fp16.precision == "fp16" and 0 < fp16.max_abs_diff < 0.01
+    assert int8.passed and int8.precision == "int8" and abs(int8.delta_micro_f1) <= 0.02
+    assert fp32.budget == DEFAULT_BUDGETS["fp32"] and int8.budget == DEFAULT_BUDGETS["int8"]
+
+
+def test_blank_calibration_fails_the_gate(report, artifacts):
+    good, blank = report.artifacts[2], report.artifacts[3]
+    assert not report.passed and not blank.passed
+    assert blank.flip_rate > 0.1 > good.flip_rate
+    assert blank.delta_micro_f1 < -0.1 < good.delta_micro_f1
+    assert any(f.startswith("flip_rate ") and "exceeds max_flip_rate 0.02" in f for f in blank.failures)
+    assert any(f.startswith("|delta_micro_f1| ") for f in blank.failures)
+    assert report.failures() == [f"{artifacts['blank_int8']}: {f}" for f in blank.failures]
+
+
+def test_figures_match_a_direct_computation(report, learned_checkpoint, artifacts, synth_root):
+    """Flip rate and probability differences, recomputed from the backends without parity's code."""
+    from edgemlic.runtime.torch_backend import TorchBackend
+
+    samples = load_coco_split(synth_root, "train2017").samples
+    with TorchBackend(learned_checkpoint, "cpu") as torch_backend:
+        batch = preprocess_batch([s.path for s in samples], torch_backend.card.preprocessing)
+        expected = torch_backend.infer(batch)
+        thresholds = torch_backend.card.thresholds()
+    with OnnxBackend(artifacts["blank_int8"], "cpu") as onnx_backend:
+        scores = onnx_backend.infer(batch)
+    blank = report.artifacts[3]
+    assert blank.flip_rate == pytest.approx(np.mean((scores >= thresholds) != (expected >= thresholds)))
+    assert blank.max_abs_diff == pytest.approx(np.abs(scores - expected).max(), rel=1e-5)
+    assert blank.mean_abs_diff == pytest.approx(np.abs(scores - expected).mean(), rel=1e-4)
+
+
+def test_budget_overrides_apply_to_every_artifact(learned_checkpoint, artifacts, synth_root):
+    loose = budgets_with_overrides(max_delta_f1=1.0, max_delta_jaccard=1.0, max_flip_rate=1.0)
+    assert loose["fp32"].max_abs_diff == DEFAULT_BUDGETS["fp32"].max_abs_diff
+    result = run_parity(learned_checkpoint, [artifacts["blank_int8"]], synth_root, "train2017", budgets=loose)
+    assert result.passed
+    strict = budgets_with_overrides(max_abs_diff=0.0)
+    result = run_parity(learned_checkpoint, [artifacts["fp32"]], synth_root, "train2017", budgets=strict)
+    assert not result.passed and result.artifacts[0].failures[0].startswith("max_abs_diff ")
+    with pytest.raises(EdgemlicError, match="must be 0 or more"):
+        budgets_with_overrides(max_flip_rate=-0.1)
+
+
+def _with_card(source, target, **changes):
+    from edgemlic.export import read_card
+
+    model = onnx.load(str(source))
+    set_card(model, read_card(source).replace(**changes))
+    onnx.save_model(model, str(target))
+    return target
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"preprocessing": Preprocessing(32, 40)}, "preprocessing.resize_size is 40"),
+        ({"preprocessing": Preprocessing(32, 36, mean=(0.5, 0.5, 0.5))}, "preprocessing.mean"),
+        ({"classes": ("a", "b", "c", "d", "e", "f")}, "classes differ"),
+    ],
+)
+def test_artifact_of_another_model_is_refused_by_name(
+    changes, field, learned_checkpoint, artifacts, synth_root, tmp_path
+):
+    other = _with_card(artifacts["fp32"], tmp_path / "other.onnx", **changes)
+    with pytest.raises(EdgemlicError, match=field) as error:
+        run_parity(learned_checkpoint, [artifacts["fp32"], other], synth_root, "train2017")
+    assert str(other) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unrunnable_artifacts_are_one_named_line(learned_checkpoint, synth_root, tmp_path):
+    engine = tmp_path / "model.int8.engine"
+    engine.write_bytes(b"not really an engine")
+    not_onnx = tmp_path / "model.onnx"
+    not_onnx.write_text("this is text")
+    cases = [
+        (engine, "engine"),
+        (not_onnx, "not a loadable ONNX model"),
+        (tmp_path / "gone.onnx", "not found"),
+    ]
+    for path, message in cases:
+        with pytest.raises(EdgemlicError, match=message) as error:
+            run_parity(learned_checkpoint, [path], synth_root, "train2017")
+        assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def _close(a, b):
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return b == pytest.approx(a, rel=1e-6, abs=1e-9)
+    return a == b
+
+
+def _cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_command_writes_the_library_report_and_gates(
+    learned_checkpoint, artifacts, synth_root, tmp_path, capsys
+):
+    chosen = [artifacts["fp32"], artifacts["blank_int8"]]
+    library = run_parity(learned_checkpoint, chosen, synth_root, "train2017").to_dict()
+    code, out, err = _cli(
+        [
+            "parity",
+            str(learned_checkpoint),
+            *map(str, chosen),
+            "--coco-root",
+            str(synth_root),
+            "--split",
+            "train2017",
+            "--json",
+            str(tmp_path / "parity.json"),
+        ],
+        capsys,
+    )
+    written = json.loads((tmp_path / "parity.json").read_text())
+    assert code == 1 and _close(library, written)
+    assert written["passed"] is False and written["reference"]["backend"] == "pytorch"
+    assert all(set(record) >= RECORD_KEYS for record in written["artifacts"])
+    failed = [line for line in err.splitlines() if line]
+    assert failed and all(
+        line.startswith(f"edgemlic: parity: {artifacts['blank_int8']}: ") for line in failed
+    )
+    assert len(failed) == len(written["artifacts"][1]["failures"])
+
+    code, out, err = _cli(
+        [
+            "parity",
+            str(learned_checkpoint),
+            str(artifacts["fp32"]),
+            "--coco-root",
+            str(synth_root),
+            "--split",
+            "train2017",
+            "--max-abs-diff",
+            "0.001",
+        ],
+        capsys,
+    )
+    assert code == 0 and "within its budget" in out and not err
+
+
+def test_command_bad_artifact_is_one_stderr_line(learned_checkpoint, synth_root, tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    for artifact, message in [
+        (tmp_path / "missing.onnx", "artifact not found"),
+        (text, "unknown artifact type"),
+    ]:
+        code, _, err = _cli(
+            ["parity", str(learned_checkpoint), str(artifact), "--coco-root", str(synth_root)], capsys
+        )
+        assert code == 1 and err.count("\n") == 1
+        assert err.startswith("edgemlic: error: ") and str(artifact) in err and message in err
+
+
+@pytest.mark.coco_mini
+def test_coco_mini_fp32_passes_and_records_fp16_int8(coco_mini, tmp_path):
+    config = TrainConfig(
+        coco_root=str(coco_mini),
+        out_dir=str(tmp_path / "run"),
+        categories=DEFAULT_CATEGORIES,
+        arch="resnet_tiny",
+        weights="none",
+        input_size=32,
+        resize_size=36,
+        max_steps=2,
+        batch_size=8,
+        workers=0,
+        device="cpu",
+    )
+    checkpoint = train(config, progress=False)
+    out = tmp_path / "export"
+    paths = [export_model(checkpoint, out, p).path for p in ("fp32", "fp16")]
+    paths.append(
+        export_model(
+            checkpoint,
+            out,
+            "int8",
+            calibration_data=coco_mini,
+            calibration_count=32,
+            calibration_manifest=tmp_path / "calib.json",
+            cache_dir=tmp_path / "cache",
+            int8_target="cpu",
+        ).path
+    )
+    result = run_parity(checkpoint, paths, coco_mini, "val2017")
+    fp32, fp16, int8 = result.artifacts
+    assert result.images >= 30 and result.classes == DEFAULT_CATEGORIES
+    assert fp32.passed and fp32.max_abs_diff < 1e-5 and fp32.flip_rate == 0
+    for row in (fp16, int8):
+        assert np.isfinite([row.max_abs_diff, row.mean_abs_diff, row.flip_rate, row.delta_micro_f1]).all()
+    assert fp16.max_abs_diff < 0.01
+    # Figures on real photographs (a two-step model's scores sit near 0.5, the worst case for flips):
+    for row in (fp16, int8):
+        print(
+            f"coco-mini {row.precision}: max|dp| {row.max_abs_diff:.2e} mean|dp| {row.mean_abs_diff:.2e} "
+            f"flips {row.flip_rate:.4f} dF1 {row.delta_micro_f1:+.4f} dJaccard {row.delta_jaccard:+.4f}"
+        )
