@@ -1,0 +1,271 @@
+"""Benchmarks: real backends on real JPEGs; sane figures, failing cells recorded, plot and JSON written."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgemlic.bench import MIN_ITERATIONS, TorchVariantBackend, run_bench, save_plot
+from edgemlic.cli import main
+from edgemlic.errors import EdgemlicError
+from edgemlic.export import export_model
+from edgemlic.images import preprocess_batch
+from edgemlic.io import sha256_file
+from edgemlic.runtime.torch_backend import TorchBackend
+
+CELL_KEYS = {
+    "backend",
+    "precision",
+    "batch",
+    "mode",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "images_per_s",
+    "size_mb",
+    "micro_f1",
+    "error",
+}
+ENVIRONMENT_KEYS = {"cpu", "cpu_cores", "gpu", "driver", "versions", "artifact_sha256"}
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tiny_checkpoint, synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    fp32 = export_model(tiny_checkpoint, out, "fp32").path
+    int8 = export_model(
+        tiny_checkpoint,
+        out,
+        "int8",
+        calibration_data=synth_root,
+        calibration_count=16,
+        int8_target="cpu",
+        calibration_manifest=out / "calib.json",
+        cache_dir=out / "cache",
+    ).path
+    return {"fp32": fp32, "int8": int8}
+
+
+@pytest.fixture(scope="module")
+def model_report(tiny_checkpoint, onnx_models, synth_root):
+    artifacts = [tiny_checkpoint, onnx_models["fp32"], onnx_models["int8"]]
+    return run_bench(artifacts, (1, 4), "model", warmup=2, iters=8, device="cpu", coco_root=synth_root)
+
+
+def _sane(cell):
+    assert cell.error is None, cell.error
+    assert 0 < cell.p50_ms <= cell.p90_ms <= cell.p99_ms
+    # Throughput is images over the summed batch latencies, so it is batch / mean latency exactly.
+    assert cell.images_per_s == pytest.approx(cell.batch * 1000 / cell.mean_ms, rel=2e-3)
+    assert cell.batch * 1000 / cell.p99_ms <= cell.images_per_s * 1.001
+    assert cell.peak_rss_mb > 10
+
+
+def test_model_mode_cells_are_complete_and_consistent(model_report, tiny_checkpoint, onnx_models):
+    cells = model_report.cells
+    assert [(c.backend, c.precision, c.batch) for c in cells] == [
+        ("pytorch", "fp32", 1),
+        ("pytorch", "fp32", 4),
+        ("onnxruntime", "fp32", 1),
+        ("onnxruntime", "fp32", 4),
+        ("onnxruntime", "int8", 1),
+        ("onnxruntime", "int8", 4),
+    ]
+    for cell in cells:
+        assert set(cell.to_dict()) >= CELL_KEYS and cell.mode == "model" and cell.device == "cpu"
+        assert cell.iterations == 8 and cell.warmup == 2
+        _sane(cell)
+    torch_cell, onnx_cell, int8_cell = cells[0], cells[2], cells[4]
+    # The same model scored through PyTorch and the FP32 graph: the same decisions, the same F1.
+    assert 0 <= torch_cell.micro_f1 <= 1 and onnx_cell.micro_f1 == torch_cell.micro_f1
+    assert int8_cell.micro_f1 is not None
+    assert torch_cell.speedup_vs_pytorch == 1.0
+    assert onnx_cell.speedup_vs_pytorch == pytest.approx(
+        onnx_cell.images_per_s / torch_cell.images_per_s, rel=1e-2
+    )
+    assert {c.checkpoint_sha256 for c in cells} == {sha256_file(tiny_checkpoint)}
+    assert onnx_cell.size_mb == pytest.approx(onnx_models["fp32"].stat().st_size / 1e6, abs=0.01)
+    assert int8_cell.size_mb < onnx_cell.size_mb
+
+
+def test_environment_names_the_machine_and_every_artifact(model_report, tiny_checkpoint, onnx_models):
+    env = model_report.environment
+    assert set(env) >= ENVIRONMENT_KEYS and env["cpu_cores"] >= 1
+    assert env["versions"]["onnxruntime"] and env["versions"]["torch"]
+    assert env["artifact_sha256"] == {
+        str(p): sha256_file(p) for p in (tiny_checkpoint, onnx_models["fp32"], onnx_models["int8"])
+    }
+
+
+def test_e2e_mode_runs_jpeg_files_to_labels(onnx_models, val_images):
+    report = run_bench([onnx_models["int8"]], (4,), "e2e", warmup=1, iters=6, images=val_images)
+    (cell,) = report.cells
+    assert cell.mode == "e2e" and cell.iterations == 6 and cell.micro_f1 is None
+    _sane(cell)
+    timed = run_bench([onnx_models["int8"]], (2,), "e2e", warmup=0, seconds=0.05, images=val_images[:3])
+    assert timed.cells[0].iterations >= MIN_ITERATIONS and timed.cells[0].error is None
+
+
+def test_failing_cells_are_recorded_and_the_sweep_goes_on(tiny_checkpoint, onnx_models, val_images, tmp_path):
+    engine = tmp_path / "model.int8.engine"
+    engine.write_bytes(b"not an engine")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x01garbage")
+    report = run_bench(
+        [engine, broken, tiny_checkpoint, onnx_models["fp32"]],
+        (1, 2),
+        iters=3,
+        device="cpu",
+        torch_variants=["cuda-graphs", "eager"],
+        images=val_images,
+    )
+    by_artifact = {}
+    for cell in report.cells:
+        by_artifact.setdefault((cell.artifact, cell.variant), []).append(cell)
+    assert len(report.cells) == 10
+    for cell in by_artifact[(str(engine), "default")]:
+        assert cell.backend == "tensorrt" and "no fingerprint" in cell.error and str(engine) in cell.error
+    for cell in by_artifact[(str(broken), "default")]:
+        assert "not a loadable ONNX model" in cell.error and "\n" not in cell.error
+    for cell in by_artifact[(str(tiny_checkpoint), "cuda-graphs")]:
+        assert "needs a CUDA GPU" in cell.error and cell.images_per_s is None
+    for key in ((str(tiny_checkpoint), "eager"), (str(onnx_models["fp32"]), "default")):
+        for cell in by_artifact[key]:
+            _sane(cell)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda a: run_bench([a.parent / "missing.onnx"]), "artifact not found"),
+        (lambda a: run_bench([a.parent / "calib.json"]), "unknown artifact type"),
+        (lambda a: run_bench([a], mode="server"), "unknown benchmark mode 'server'"),
+        (lambda a: run_bench([a], torch_variants=["eager", "fp8"]), "unknown PyTorch variant 'fp8'"),
+        (lambda a: run_bench([a], iters=3, seconds=1.0), "not both"),
+        (lambda a: run_bench([a], batch_sizes=(1, 0)), "batch sizes must be whole numbers >= 1"),
+    ],
+)
+def test_bad_input_is_one_named_error_before_timing(call, message, onnx_models):
+    with pytest.raises(EdgemlicError, match=message) as error:
+        call(onnx_models["fp32"])
+    assert "\n" not in str(error.value)
+
+
+def test_plot_is_a_png(model_report, tmp_path):
+    path = save_plot(model_report.cells, tmp_path / "plots" / "bench.png", "tiny model")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 400 and image.height > 200
+    assert path.stat().st_size < 200_000
+    with pytest.raises(EdgemlicError, match="no successful cell"):
+        save_plot([], tmp_path / "empty.png")
+
+
+def _cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_command_matches_the_library(onnx_models, synth_root, tmp_path, capsys):
+    library = run_bench([onnx_models["fp32"]], (1, 2), iters=4, coco_root=synth_root)
+    code, out, err = _cli(
+        [
+            "bench",
+            str(onnx_models["fp32"]),
+            "--batch-sizes",
+            "1,2",
+            "--iters",
+            "4",
+            "--coco-root",
+            str(synth_root),
+            "--json",
+            str(tmp_path / "bench.json"),
+            "--plot",
+            str(tmp_path / "bench.png"),
+        ],
+        capsys,
+    )
+    assert code == 0 and not err and "model.fp32" in out and "results written to" in out
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written["environment"]["artifact_sha256"] == library.environment["artifact_sha256"]
+    timing = {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "peak_rss_mb", "speedup_vs_pytorch"}
+    assert len(written["cells"]) == 2
+    for ours, theirs in zip(library.cells, written["cells"], strict=True):
+        expected = {k: v for k, v in ours.to_dict().items() if k not in timing}
+        assert {k: v for k, v in theirs.items() if k not in timing} == expected
+        assert theirs["p50_ms"] <= theirs["p90_ms"] <= theirs["p99_ms"]
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_command_bad_input_is_one_line(onnx_models, tmp_path, capsys):
+    engine = tmp_path / "model.fp16.engine"
+    engine.write_bytes(b"not an engine")
+    cases = [
+        (["bench", str(tmp_path / "missing.onnx")], "artifact not found"),
+        (["bench", str(onnx_models["fp32"]), "--batch-sizes", "1,x"], "--batch-sizes '1,x'"),
+        (["bench", str(onnx_models["fp32"]), "--mode", "fast"], "unknown benchmark mode 'fast'"),
+        (
+            ["bench", str(engine), "--batch-sizes", "1,8", "--iters", "1"],
+            "no cell could run; first error: " + str(engine),
+        ),
+    ]
+    for args, message in cases:
+        code, out, err = _cli(args, capsys)
+        assert code == 1 and err.count("\n") == 1 and err.startswith("edgemlic: error: ") and message in err
+    assert out.count("[1]") == 3 and "[1] model.fp16.engine (default): " in out  # the row and its reason
+
+
+# ---- where the hardware exists --------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "variant", ["eager", "fp16", "channels-last", "cuda-graphs", "fp16+channels-last+cuda-graphs", "compile"]
+)
+def test_torch_gpu_variants_match_eager_and_are_timed(variant, tiny_checkpoint, val_images):
+    from edgemlic.bench import parse_torch_variant
+
+    with TorchBackend(tiny_checkpoint, "cpu") as reference:
+        batch = preprocess_batch(val_images[:4], reference.card.preprocessing)
+        expected = reference.infer(batch)
+    with TorchVariantBackend(tiny_checkpoint, "cuda", parse_torch_variant(variant)) as backend:
+        assert backend.device == "cuda"
+        for rows in (4, 2, 4):  # a second shape gets its own CUDA graph; the first is replayed again
+            np.testing.assert_allclose(backend.infer(batch[:rows]), expected[:rows], atol=5e-3)
+    (cell, *_) = run_bench(
+        [tiny_checkpoint], (1, 4), iters=5, device="cuda", torch_variants=[variant], images=val_images
+    ).cells
+    _sane(cell)
+    assert cell.device == "cuda" and cell.peak_gpu_mb > 0
+    assert cell.precision == ("fp16" if "fp16" in variant else "fp32")
+
+
+@pytest.mark.gpu
+def test_onnx_runtime_cuda_provider(onnx_models, val_images):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
+    (cell,) = run_bench([onnx_models["fp32"]], (4,), iters=5, device="cuda", images=val_images).cells
+    _sane(cell)
+    assert cell.device == "cuda"
+
+
+@pytest.mark.tensorrt
+def test_engine_cells_and_a_batch_beyond_the_profile(onnx_models, val_images, tmp_path):
+    from edgemlic.export.tensorrt import build_engine
+    from edgemlic.runtime.engine_fingerprint import BuildProfile
+
+    engine = build_engine(
+        onnx_models["fp32"], tmp_path / "model.fp32.engine", profile=BuildProfile(1, 4, 8)
+    ).path
+    report = run_bench([engine], (4, 16), iters=5, images=val_images)
+    inside, beyond = report.cells
+    _sane(inside)
+    assert inside.backend == "tensorrt" and inside.device == "cuda"
+    assert "outside the engine's profile (1..8)" in beyond.error and beyond.images_per_s is None
