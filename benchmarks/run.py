@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgemlic.bench import run_bench, save_plot
@@ -52,8 +53,16 @@ ACCURACY_TRAINING = dict(
 )
 """From scratch on the shapes dataset: 20 epochs, under 2 minutes on two quiet cores, val micro-F1 ~0.8."""
 CALIBRATION_IMAGES = 32
+E2E_ROUNDS = 3
+"""Model-mode and e2e cells of INT8 at batch 8 alternate this many times; the target takes the median of
+the paired ratios, so load from other users of a shared machine moves both halves of a pair alike."""
 VERDICT = {True: "met", False: "missed", None: "not measured"}
-TARGETS = {"int8_speedup_vs_ort_fp32": 3.0, "int8_f1_drop": 0.005, "ort_vs_pytorch": 1.8, "e2e_share": 0.8}
+TARGETS = {
+    "int8_speedup_vs_ort_fp32": 3.0,
+    "int8_f1_difference": 0.005,
+    "ort_vs_pytorch": 1.8,
+    "e2e_share": 0.8,
+}
 
 
 def log(message: str) -> None:
@@ -117,7 +126,9 @@ def _cell(cells: list[dict], name: str, batch: int, mode: str = "model") -> dict
 
 
 def _ratio(a: dict | None, b: dict | None) -> float | None:
-    return a["images_per_s"] / b["images_per_s"] if a and b else None
+    return (
+        a["images_per_s"] / b["images_per_s"] if a and b and a["images_per_s"] and b["images_per_s"] else None
+    )
 
 
 def evaluate_targets(
@@ -126,9 +137,9 @@ def evaluate_targets(
     int8, fp32 = "model.int8-cpu.onnx", "model.fp32.onnx"
     speedup = _ratio(_cell(latency, int8, 1), _cell(latency, fp32, 1))
     f1_int8, f1_fp32 = _cell(accuracy, int8, 1), _cell(accuracy, fp32, 1)
-    f1_drop = f1_fp32["micro_f1"] - f1_int8["micro_f1"] if f1_int8 and f1_fp32 else None
+    f1_difference = abs(f1_fp32["micro_f1"] - f1_int8["micro_f1"]) if f1_int8 and f1_fp32 else None
     ort = _ratio(_cell(latency, fp32, 1), _cell(latency, torch_name, 1))
-    share = _ratio(_cell(e2e, int8, 8, "e2e"), _cell(latency, int8, 8))
+    share = median_e2e_share(e2e)
     rows = [
         (
             "INT8 (cpu form) vs ORT FP32, batch 1, images/s",
@@ -136,7 +147,7 @@ def evaluate_targets(
             TARGETS["int8_speedup_vs_ort_fp32"],
             ">=",
         ),
-        ("micro-F1 drop of INT8 (cpu form) vs FP32", f1_drop, TARGETS["int8_f1_drop"], "<="),
+        ("|micro-F1 of INT8 (cpu form) - FP32|", f1_difference, TARGETS["int8_f1_difference"], "<="),
         ("ORT FP32 vs PyTorch eager FP32, batch 1, images/s", ort, TARGETS["ort_vs_pytorch"], ">="),
         ("e2e / model-only throughput, INT8 (cpu form), batch 8", share, TARGETS["e2e_share"], ">="),
     ]
@@ -149,6 +160,47 @@ def evaluate_targets(
         }
         for name, value, goal, op in rows
     ]
+
+
+def median_e2e_share(rounds: list[dict]) -> float | None:
+    """Median over the rounds of e2e images/s over the model-mode images/s measured just before it."""
+    shares = [
+        e2e["images_per_s"] / model["images_per_s"]
+        for model, e2e in zip(rounds[0::2], rounds[1::2], strict=True)
+        if not (model["error"] or e2e["error"])
+    ]
+    return float(np.median(shares)) if shares else None
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """The e2e cell of the round whose share is the median (what the plot shows)."""
+    pairs = sorted(zip(rounds[0::2], rounds[1::2], strict=True), key=lambda p: _ratio(p[1], p[0]) or 0.0)
+    return pairs[len(pairs) // 2][1]
+
+
+def e2e_ceiling(photos: list[Path], latency: list[dict], cores: int) -> dict | None:
+    """The best e2e share possible when decoding and inference share the same cores.
+
+    Per image, inference costs `cores * 1000 / images_per_s` core-ms and preprocessing (measured here on
+    one thread) its own; the cores can do no more than their sum allows.
+    """
+    from edgemlic.images import preprocess
+
+    model = _cell(latency, "model.int8-cpu.onnx", 8)
+    if model is None:
+        return None
+    pre = Preprocessing(224, 256)
+    preprocess(photos[0], pre)
+    started = time.perf_counter()
+    for path in photos[:32]:
+        preprocess(path, pre)
+    preprocess_ms = (time.perf_counter() - started) * 1000 / len(photos[:32])
+    model_ms = cores * 1000 / model["images_per_s"]
+    return {
+        "preprocess_core_ms_per_image": round(preprocess_ms, 2),
+        "int8_batch8_core_ms_per_image": round(model_ms, 2),
+        "ceiling_share": round(model_ms / (model_ms + preprocess_ms), 4),
+    }
 
 
 def _kind(cell: dict) -> str:
@@ -233,7 +285,11 @@ def main() -> None:
         artifacts = [resnet50, *resnet50_onnx.values()]
         latency = run_bench(artifacts, (1, 8), "model", seconds=args.seconds, images=photos)
         log("ResNet-50 model mode done")
-        e2e = run_bench([resnet50_onnx["int8-cpu"]], (8,), "e2e", seconds=args.seconds, images=photos)
+        e2e_rounds = [
+            run_bench([resnet50_onnx["int8-cpu"]], (8,), mode, seconds=args.seconds, images=photos)
+            for _ in range(E2E_ROUNDS)
+            for mode in ("model", "e2e")
+        ]
         log("ResNet-50 end to end done")
         accuracy = run_bench(
             [trained, *trained_onnx.values()],
@@ -244,16 +300,20 @@ def main() -> None:
             split="val2017",
         )
         log("accuracy model done")
+        ceiling = e2e_ceiling(
+            photos, [c.to_dict() for c in latency.cells], latency.environment["usable_cores"]
+        )
 
     cells = {
-        name: [c.to_dict() for c in r.cells]
-        for name, r in (("latency", latency), ("e2e", e2e), ("accuracy", accuracy))
+        "latency": [c.to_dict() for c in latency.cells],
+        "e2e_rounds": [c.to_dict() for r in e2e_rounds for c in r.cells],
+        "accuracy": [c.to_dict() for c in accuracy.cells],
     }
-    targets = evaluate_targets(cells["latency"], cells["e2e"], cells["accuracy"], resnet50.name)
+    targets = evaluate_targets(cells["latency"], cells["e2e_rounds"], cells["accuracy"], resnet50.name)
     environment = dict(latency.environment)
     environment["artifact_sha256"] = {
         path: digest
-        for r in (latency, e2e, accuracy)
+        for r in (latency, *e2e_rounds, accuracy)
         for path, digest in r.environment["artifact_sha256"].items()
     }
     result = {
@@ -263,11 +323,12 @@ def main() -> None:
         "images": "coco-mini val2017 (real photographs)" if coco else "generated shapes (256 px)",
         **cells,
         "targets": targets,
+        "e2e_ceiling": ceiling,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / f"{NAME}.json", result)
     save_plot(
-        cells["latency"] + cells["e2e"],
+        cells["latency"] + [median_round(cells["e2e_rounds"])],
         args.out / f"{NAME}.png",
         f"ResNet-50 224 px, {latency.environment['cpu']} ({latency.environment['usable_cores']} cores)",
     )
@@ -280,12 +341,14 @@ def main() -> None:
             [
                 f"Recorded {env['time']}, load average {env['load_average_1min']}, "
                 f"runner {result['seconds']} s.",
-                "ResNet-50, random weights, 224 px (latency):\n\n"
-                + markdown_table(cells["latency"] + cells["e2e"]),
+                "ResNet-50, random weights, 224 px (latency):\n\n" + markdown_table(cells["latency"]),
+                f"INT8 (cpu form) at batch 8, model mode then e2e, {E2E_ROUNDS} rounds:\n\n"
+                + markdown_table(cells["e2e_rounds"]),
                 f"{trained_card.architecture} trained on the shapes dataset, "
                 f"{trained_card.preprocessing.input_size} px "
                 "(accuracy, micro-F1 on shapes val2017):\n\n" + markdown_table(cells["accuracy"]),
                 "Targets:\n\n" + "\n".join(target_lines),
+                f"e2e ceiling on these cores (decoding and inference share them): {ceiling}",
             ]
         )
         + "\n"

@@ -102,7 +102,7 @@ def parse_torch_variant(text: str) -> frozenset[str]:
         return frozenset()
     options = text.split("+")
     unknown = [o for o in options if o not in TORCH_OPTIONS]
-    if unknown or not options:
+    if unknown:
         raise EdgemlicError(
             f"unknown PyTorch variant {text!r}: use eager, or options joined with + from "
             f"{', '.join(TORCH_OPTIONS)}"
