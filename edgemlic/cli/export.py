@@ -15,7 +15,7 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) or run directory.")],
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
     out: Annotated[Path, typer.Option(help="Folder for model.<precision>.onnx and its report.")] = Path(
-        "export"
+        "artifacts"
     ),
     calib_data: Annotated[
         Path | None, typer.Option(help="INT8: COCO-format root to draw calibration images from.")
