@@ -41,7 +41,11 @@ def evaluate_artifact(
         data = load_coco_split(Path(coco_root), split, card.classes, keep_negatives)
         scores = predictor.scores([s.path for s in data.samples], batch_size)
     targets = np.stack([s.target for s in data.samples])
-    report = multilabel_metrics(scores, targets, predictor.thresholds, card.classes)
+    thresholds = predictor.thresholds
+    uniform = bool(np.all(thresholds == thresholds[0]))
+    report = multilabel_metrics(
+        scores, targets, float(thresholds[0]) if uniform else thresholds, card.classes
+    )
     report["sweep"] = threshold_sweep(scores, targets)
     report["split"] = split
     report["artifact"] = str(artifact)
