@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemlic.data.coco import load_coco_split
+from edgemlic.data.coco import CocoSplit, load_coco_split
 from edgemlic.io import atomic_path
 from edgemlic.metrics import multilabel_metrics, threshold_sweep
 from edgemlic.runtime import Predictor
@@ -19,6 +19,8 @@ class Evaluation:
     scores: np.ndarray
     targets: np.ndarray
     classes: tuple[str, ...]
+    data: CocoSplit | None = None
+    """The split that was scored, its samples in score-row order (None for scores from elsewhere)."""
 
     def save_scores(self, path: str | Path) -> None:
         """Write `scores` (N x C probabilities), `targets` (N x C of 0/1) and `classes` as .npz."""
@@ -49,4 +51,4 @@ def evaluate_artifact(
     report["sweep"] = threshold_sweep(scores, targets)
     report["split"] = split
     report["artifact"] = str(artifact)
-    return Evaluation(report, scores, targets, card.classes)
+    return Evaluation(report, scores, targets, card.classes, data)

@@ -78,7 +78,6 @@ def build_report(
     """
     from edgemlic.analysis_plots import save_evaluation_plots
     from edgemlic.checkpoint import load_checkpoint
-    from edgemlic.data.coco import load_coco_split
     from edgemlic.data.stats import split_stats
     from edgemlic.evaluate import evaluate_artifact
     from edgemlic.plots import save_training_curves
@@ -95,9 +94,7 @@ def build_report(
     card = load_checkpoint(checkpoint)["card"]
 
     evaluation = evaluate_artifact(checkpoint, coco_root, split, batch_size=batch_size, device=device)
-    # evaluate_artifact loads the split the same way, so the samples line up with the score rows.
-    data = load_coco_split(Path(coco_root), split, card.classes)
-    assert len(data.samples) == len(evaluation.scores)
+    data = evaluation.data
     stats = split_stats(data)
 
     with tempfile.TemporaryDirectory(prefix="edgemlic-report-") as tmp:
