@@ -8,13 +8,14 @@ continues from last.pt exactly where it was written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,12 +327,24 @@ def _train(
             return validate() or state.finished
         return False
 
-    with reporter:
+    with reporter, _worker_errors():
         while not state.finished and state.epoch < config.epochs:
             sampler.set_position(state.epoch, state.batch_in_epoch)
             train_one_epoch(net, loss_fn, optimizer, train_loader, device, on_step)
     barrier(world)
     return run_dir / "best.pt"
+
+
+@contextlib.contextmanager
+def _worker_errors() -> Iterator[None]:
+    """DataLoader workers re-raise our errors with their traceback in the message; keep its own line."""
+    try:
+        yield
+    except EdgemlicError as e:
+        text, marker = str(e), "EdgemlicError: "
+        if "DataLoader worker" in text and marker in text:
+            raise EdgemlicError(text.rsplit(marker, 1)[1].strip()) from None
+        raise
 
 
 def _mean(losses: list[torch.Tensor]) -> float:

@@ -1,6 +1,7 @@
 """The train/evaluate/predict commands run on real files, and give the same numbers as the library."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -117,3 +118,17 @@ def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, synth_root,
     code, _, err = cli(args)
     assert code == 1
     assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err
+
+
+def test_corrupt_training_image_in_a_loader_worker_is_one_named_line(synth_root, tmp_path, cli):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    broken = sorted((root / "train2017").glob("*.jpg"))[0]
+    broken.write_bytes(broken.read_bytes()[:300])
+    code, _, err = cli(
+        ["train", "--coco-root", root, "--out", tmp_path / "run", "--arch", "resnet_tiny",
+         "--weights", "none", "--input-size", "32", "--resize-size", "36", "--batch-size", "8",
+         "--workers", "2", "--device", "cpu"]
+    )  # fmt: skip
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"edgemlic: error: {broken}: corrupt or truncated image")
