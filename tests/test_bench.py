@@ -57,7 +57,10 @@ def _sane(cell):
     assert cell.error is None, cell.error
     assert 0 < cell.p50_ms <= cell.p90_ms <= cell.p99_ms
     # Throughput is images over the summed batch latencies, so it is batch / mean latency exactly.
-    assert cell.images_per_s == pytest.approx(cell.batch * 1000 / cell.mean_ms, rel=2e-3)
+    # mean_ms is recorded to 3 decimals: at sub-millisecond latencies that rounding alone is ~0.25%
+    assert cell.images_per_s == pytest.approx(
+        cell.batch * 1000 / cell.mean_ms, rel=2e-3 + 0.0005 / cell.mean_ms
+    )
     assert cell.batch * 1000 / cell.p99_ms <= cell.images_per_s * 1.001
     assert cell.peak_rss_mb > 10
 
