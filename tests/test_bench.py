@@ -61,7 +61,7 @@ def _sane(cell):
     assert cell.images_per_s == pytest.approx(
         cell.batch * 1000 / cell.mean_ms, rel=2e-3 + 0.0005 / cell.mean_ms
     )
-    assert cell.batch * 1000 / cell.p99_ms <= cell.images_per_s * 1.001
+    assert cell.batch * 1000 / cell.p99_ms <= cell.images_per_s * (1.001 + 0.0005 / cell.p99_ms)
     assert cell.peak_rss_mb > 10
 
 
