@@ -138,7 +138,7 @@ def save_explanations(
     import matplotlib
     from matplotlib.patches import Rectangle
 
-    from edgemlic.plots import _figure, save_figure
+    from edgemlic.figures import new_figure, save_figure
 
     img = as_rgb_image(image)
     scale = min(1.0, DISPLAY_SIDE / max(img.size))
@@ -151,7 +151,7 @@ def save_explanations(
     columns = min(panels, 4)
     rows = -(-panels // columns)
     aspect = shown[1] / shown[0]
-    fig, axes = _figure(
+    fig, axes = new_figure(
         nrows=rows, ncols=columns, figsize=(3.2 * columns, 3.2 * aspect * rows + 0.6), squeeze=False
     )
     axes = list(axes.ravel())

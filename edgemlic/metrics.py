@@ -57,9 +57,9 @@ def multilabel_metrics(
     aps = [_average_precision(columns[c], column_targets[c]) for c in range(num_classes)]
     defined = [ap for ap in aps if ap is not None]
 
-    precision = _divide(tp, tp + fp)
-    recall = _divide(tp, tp + fn)
-    f1 = _divide(2 * tp, 2 * tp + fp + fn)
+    precision = divide(tp, tp + fp)
+    recall = divide(tp, tp + fn)
+    f1 = divide(2 * tp, 2 * tp + fp + fn)
     per_class = [
         {
             "class": str(classes[c]),
@@ -142,39 +142,43 @@ def average_precision(scores_1d: np.ndarray, targets_1d: np.ndarray) -> float | 
 
 
 def _average_precision(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """AP = sum_n (R_n - R_{n-1}) P_n over the distinct scores, highest first.
-
-    Tied scores form one threshold, as in scikit-learn's `average_precision_score`: the tie enters
-    the curve as a single step, so its order within the sort cannot change the result.
-    """
-    num_positive = np.count_nonzero(positive)
-    if num_positive == 0:
+    """AP = sum_n (R_n - R_{n-1}) P_n over the points of the precision-recall curve."""
+    if not np.any(positive):
         return None
-    order = np.argsort(-scores)
-    ranked = scores[order]
+    precision, recall = precision_recall_curve(scores, positive)
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def precision_recall_curve(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at each distinct score, highest first.
+
+    Tied scores form one threshold, as in scikit-learn: a tie enters the curve as a single point, so
+    its order within the sort cannot change the curve or the average precision.
+    """
+    positive = np.asarray(targets).astype(bool)
+    if not positive.any():
+        raise EdgemlicError("precision-recall curve: the class has no positive, so recall is undefined")
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    ranked = np.asarray(scores)[order]
     cum_tp = np.cumsum(positive[order])
-    # The last index of each run of equal scores is where that threshold's counts are complete.
     ends = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
-    tp = cum_tp[ends]
-    precision = tp / (ends + 1)
-    recall_steps = np.diff(tp, prepend=0) / num_positive
-    return float(np.sum(recall_steps * precision))
+    return cum_tp[ends] / (ends + 1), cum_tp[ends] / positive.sum()
 
 
 def _summary(tp, fp, fn, inter, union) -> dict[str, np.ndarray]:
     """The summary metrics from per-class counts (C, ...) and per-image counts (N, ...)."""
     all_tp, all_fp, all_fn = tp.sum(axis=0), fp.sum(axis=0), fn.sum(axis=0)
     return {
-        "micro_precision": _divide(all_tp, all_tp + all_fp),
-        "micro_recall": _divide(all_tp, all_tp + all_fn),
-        "micro_f1": _divide(2 * all_tp, 2 * all_tp + all_fp + all_fn),
+        "micro_precision": divide(all_tp, all_tp + all_fp),
+        "micro_recall": divide(all_tp, all_tp + all_fn),
+        "micro_f1": divide(2 * all_tp, 2 * all_tp + all_fp + all_fn),
         # An image with nothing to find and nothing predicted is a perfect match.
-        "jaccard": np.mean(np.where(union == 0, 1.0, _divide(inter, union)), axis=0),
-        "macro_f1": np.mean(_divide(2 * tp, 2 * tp + fp + fn), axis=0),
+        "jaccard": np.mean(np.where(union == 0, 1.0, divide(inter, union)), axis=0),
+        "macro_f1": np.mean(divide(2 * tp, 2 * tp + fp + fn), axis=0),
     }
 
 
-def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den with 0/0 = 0.0 and no warning."""
     num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
     return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)

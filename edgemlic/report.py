@@ -76,11 +76,10 @@ def build_report(
 
     The dataset root and split default to those in the run's config.json.
     """
-    from edgemlic.analysis_plots import save_evaluation_plots
     from edgemlic.checkpoint import load_checkpoint
     from edgemlic.data.stats import split_stats
     from edgemlic.evaluate import evaluate_artifact
-    from edgemlic.plots import save_training_curves
+    from edgemlic.plots import save_evaluation_plots, save_training_curves
 
     run_dir = Path(run_dir)
     history = read_history(run_dir)

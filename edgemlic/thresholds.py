@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemlic.errors import EdgemlicError
-from edgemlic.metrics import multilabel_metrics
+from edgemlic.metrics import divide, multilabel_metrics
 
 GRID = tuple(round(0.05 + 0.01 * i, 2) for i in range(91))
 """Candidate thresholds 0.05, 0.06, ..., 0.95."""
@@ -178,14 +178,14 @@ def _counts(scores: np.ndarray, positive: np.ndarray, candidates: np.ndarray):
 def _pick(goal: Objective, tp, fp, fn, candidates: np.ndarray, global_threshold: float) -> int | None:
     """Index of the chosen candidate for one class, or None when its target is out of reach."""
     if goal.kind == "f1":
-        f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+        f1 = divide(2 * tp, 2 * tp + fp + fn)
         best = np.flatnonzero(f1 == f1.max())
         return int(best[np.argmin(np.abs(candidates[best] - global_threshold))])
     if goal.kind == "precision":
         # Nothing predicted means no precision to speak of (0/0 = 0), so such candidates never qualify.
-        reached = np.flatnonzero(_ratio(tp, tp + fp) >= goal.target)
+        reached = np.flatnonzero(divide(tp, tp + fp) >= goal.target)
         return int(reached[0]) if reached.size else None
-    reached = np.flatnonzero(_ratio(tp, tp + fn) >= goal.target)
+    reached = np.flatnonzero(divide(tp, tp + fn) >= goal.target)
     return int(reached[-1]) if reached.size else None
 
 
@@ -195,7 +195,7 @@ def _protect_micro_f1(choice: np.ndarray, status: list[str], start: int, tp, fp,
 
     def micro_f1(picks: np.ndarray) -> float:
         t, p, n = tp[rows, picks].sum(), fp[rows, picks].sum(), fn[rows, picks].sum()
-        return float(_ratio(2 * t, 2 * t + p + n))
+        return float(divide(2 * t, 2 * t + p + n))
 
     baseline = micro_f1(np.full(len(choice), start))
     while micro_f1(choice) < baseline:
@@ -208,11 +208,6 @@ def _protect_micro_f1(choice: np.ndarray, status: list[str], start: int, tp, fp,
         worst = int(moved[int(np.argmax(trials))])
         choice[worst] = start
         status[worst] = KEPT_FOR_MICRO_F1
-
-
-def _ratio(num, den) -> np.ndarray:
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)
 
 
 def tune_checkpoint(

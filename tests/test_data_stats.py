@@ -43,7 +43,7 @@ def test_chart_is_a_png(synth_root: Path, tmp_path: Path) -> None:
 
 def test_chart_needs_png_suffix(synth_root: Path, tmp_path: Path) -> None:
     stats = split_stats(load_coco_split(synth_root, "val2017"))
-    with pytest.raises(EdgemlicError, match=r"chart.jpg: the chart is a PNG"):
+    with pytest.raises(EdgemlicError, match=r"chart.jpg: figures are PNG files"):
         save_stats_chart(stats, tmp_path / "chart.jpg")
 
 

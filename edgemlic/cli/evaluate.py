@@ -86,7 +86,7 @@ def evaluate(
         result.save_scores(save_scores)
         console.print(f"scores written to {save_scores}")
     if plots:
-        from edgemlic.analysis_plots import save_evaluation_plots
+        from edgemlic.plots import save_evaluation_plots
 
         console.print(f"figures written: {', '.join(map(str, save_evaluation_plots(result, plots)))}")
 

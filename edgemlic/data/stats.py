@@ -21,7 +21,6 @@ from edgemlic.data.coco import (
 )
 from edgemlic.errors import EdgemlicError
 from edgemlic.images import decode_image
-from edgemlic.io import atomic_path
 
 MAX_EXAMPLES = 5
 PROBLEMS = {
@@ -59,16 +58,10 @@ def split_stats(split: CocoSplit) -> dict[str, Any]:
 
 def save_stats_chart(stats: dict[str, Any], path: Path) -> None:
     """Write a PNG bar chart of images per class."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from edgemlic.figures import new_figure, save_figure
 
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise EdgemlicError(f"{path}: the chart is a PNG; give a path ending in .png")
     counts = stats["class_counts"]
-    figure = Figure(figsize=(max(4.0, 0.6 * len(counts) + 1.5), 4.0), layout="tight")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    figure, axes = new_figure(figsize=(max(4.0, 0.6 * len(counts) + 1.5), 4.0))
     bars = axes.bar(list(counts), list(counts.values()), color="#4878a8")
     axes.bar_label(bars, fontsize=8)
     axes.set_ylabel("images")
@@ -78,8 +71,7 @@ def save_stats_chart(stats: dict[str, Any], path: Path) -> None:
     axes.tick_params(axis="x", labelrotation=45)
     for label in axes.get_xticklabels():
         label.set_horizontalalignment("right")
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
+    save_figure(figure, path)
 
 
 @dataclass(frozen=True)

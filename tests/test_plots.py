@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgemlic.analysis_plots import precision_recall_curve, save_evaluation_plots
 from edgemlic.cli import main
 from edgemlic.errors import EdgemlicError
 from edgemlic.evaluate import Evaluation
-from edgemlic.metrics import average_precision, multilabel_metrics, threshold_sweep
+from edgemlic.metrics import average_precision, multilabel_metrics, precision_recall_curve, threshold_sweep
+from edgemlic.plots import save_evaluation_plots
 
 FIGURES = ["threshold_sweep.png", "confusion.png", "average_precision.png", "pr_curves.png"]
 
