@@ -1,4 +1,9 @@
-"""The one exception family for problems a user can fix."""
+"""The one exception family for problems a user can fix, and the optional packages behind the extras."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
 
 
 class EdgemlicError(Exception):
@@ -6,3 +11,45 @@ class EdgemlicError(Exception):
 
     The CLI prints it on one line and exits 1, without a traceback.
     """
+
+
+EXTRAS = {
+    "onnxruntime": "onnx",
+    "onnx": "onnx",
+    "torch": "train",
+    "torchvision": "train",
+    "matplotlib": "train",
+    "onnxscript": "train",
+    "onnxconverter_common": "train",
+    "tensorrt": "tensorrt",
+    "polygraphy": "tensorrt",
+    "openvino": "openvino",
+}
+"""Top-level module -> the pyproject extra that installs it. The base install is numpy, Pillow, typer
+and rich: what a deployment needs to read images and print results."""
+
+_HINTS = {
+    "tensorrt": "; on a Jetson, TensorRT comes with JetPack: make the venv with --system-site-packages",
+}
+
+
+def missing_extra(module: str) -> EdgemlicError | None:
+    """The one-line error for an optional module that is not installed, or None if it is not optional."""
+    top = module.split(".")[0]
+    if top not in EXTRAS:
+        return None
+    return EdgemlicError(
+        f"this needs {top}, which is not installed here: pip install 'edgemlic[{EXTRAS[top]}]'"
+        + _HINTS.get(top, "")
+    )
+
+
+def import_optional(module: str) -> ModuleType:
+    """Import an optional dependency, or raise the one-line error naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        error = missing_extra(e.name or module)
+        if error is None:
+            raise
+        raise error from None

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgemlic.bench import MIN_ITERATIONS, TorchVariantBackend, run_bench, save_plot
+from edgemlic.bench import MIN_ITERATIONS, run_bench, save_plot
 from edgemlic.cli import main
 from edgemlic.errors import EdgemlicError
 from edgemlic.export import export_model
 from edgemlic.images import preprocess_batch
 from edgemlic.io import sha256_file
-from edgemlic.runtime.torch_backend import TorchBackend
+from edgemlic.runtime import load_backend
+from edgemlic.runtime.loader import parse_torch_options
 
 CELL_KEYS = {
     "backend",
@@ -231,12 +232,10 @@ def test_command_bad_input_is_one_line(onnx_models, tmp_path, capsys):
     "variant", ["eager", "fp16", "channels-last", "cuda-graphs", "fp16+channels-last+cuda-graphs", "compile"]
 )
 def test_torch_gpu_variants_match_eager_and_are_timed(variant, tiny_checkpoint, val_images):
-    from edgemlic.bench import parse_torch_variant
-
-    with TorchBackend(tiny_checkpoint, "cpu") as reference:
+    with load_backend(tiny_checkpoint, "cpu") as reference:
         batch = preprocess_batch(val_images[:4], reference.card.preprocessing)
         expected = reference.infer(batch)
-    with TorchVariantBackend(tiny_checkpoint, "cuda", parse_torch_variant(variant)) as backend:
+    with load_backend(tiny_checkpoint, "cuda", torch_options=parse_torch_options(variant)) as backend:
         assert backend.device == "cuda"
         for rows in (4, 2, 4):  # a second shape gets its own CUDA graph; the first is replayed again
             np.testing.assert_allclose(backend.infer(batch[:rows]), expected[:rows], atol=5e-3)

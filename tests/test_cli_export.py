@@ -50,7 +50,7 @@ def test_int8_from_the_command_line_equals_the_library(
         ]
     )
     assert code == 0, err
-    assert "model.int8-cpu.onnx: int8 (cpu)" in out and "QuantizeLinear" in out and "label flips" in out
+    assert "model.int8-cpu.onnx: int8 (cpu)" in out and "QuantizeLinear" in out and "flips" in out
     library = export_model(
         tiny_checkpoint,
         lib_dir,

@@ -9,6 +9,7 @@ import torch
 
 from edgemlic.card import CARD_FORMAT_VERSION
 from edgemlic.checkpoint import load_model
+from edgemlic.compare import BUDGETS
 from edgemlic.errors import EdgemlicError
 from edgemlic.export import export_model, read_card
 from edgemlic.export import onnx as onnx_export
@@ -31,7 +32,7 @@ def test_onnx_runtime_matches_pytorch_at_batch_1_and_5(fp32, tiny_checkpoint, va
         np.testing.assert_allclose(backend.infer(batch), expected, atol=1e-4)
         np.testing.assert_allclose(backend.infer(batch[:1]), expected[:1], atol=1e-4)
     gate = fp32.report["gate"]
-    assert gate["reference"] == "pytorch" and gate["max_abs_diff"] <= onnx_export.FP32_TOLERANCE
+    assert gate["reference"] == "pytorch" and gate["max_abs_diff"] <= BUDGETS["export"]["fp32"].max_abs_diff
 
 
 def test_graph_is_one_checked_file_with_named_dynamic_io(fp32):
@@ -72,7 +73,7 @@ def test_report_is_written_beside_the_model(fp32):
 def test_failed_gate_names_the_difference_and_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatch):
     real_run = onnx_export.run_onnx
     monkeypatch.setattr(onnx_export, "run_onnx", lambda path, batch: real_run(path, batch) + 0.01)
-    with pytest.raises(EdgemlicError, match=r"differs from PyTorch by 0\.01"):
+    with pytest.raises(EdgemlicError, match=r"against pytorch on 4 images: max_abs_diff 0\.01"):
         export_model(tiny_checkpoint, tmp_path / "out", "fp32")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

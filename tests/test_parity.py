@@ -112,39 +112,46 @@ def report(learned_checkpoint, artifacts, synth_root):
 
 def test_reference_has_learned_and_good_artifacts_pass(report, artifacts):
     assert report.images == 48 and report.reference.backend == "pytorch"
-    assert report.reference.micro_f1 > 0.9
+    assert report.reference.comparison.micro_f1 > 0.9
     fp32, fp16, int8, _ = report.artifacts
-    assert fp32.passed and fp32.flip_rate == 0 and fp32.max_abs_diff < 1e-5
-    assert fp16.passed and fp16.precision == "fp16" and 0 < fp16.max_abs_diff < 0.01
-    assert int8.passed and int8.precision == "int8" and abs(int8.delta_micro_f1) <= 0.02
-    assert fp32.budget == DEFAULT_BUDGETS["fp32"] and int8.budget == DEFAULT_BUDGETS["int8"]
+    assert fp32.passed and fp32.comparison.flip_rate == 0 and fp32.comparison.max_abs_diff < 1e-5
+    assert fp16.passed and fp16.precision == "fp16" and 0 < fp16.comparison.max_abs_diff < 0.01
+    assert int8.passed and int8.precision == "int8" and abs(int8.comparison.delta_micro_f1) <= 0.02
+    assert (
+        fp32.comparison.budget == DEFAULT_BUDGETS["fp32"]
+        and int8.comparison.budget == DEFAULT_BUDGETS["int8"]
+    )
 
 
 def test_blank_calibration_fails_the_gate(report, artifacts):
     good, blank = report.artifacts[2], report.artifacts[3]
     assert not report.passed and not blank.passed
-    assert blank.flip_rate > 0.1 > good.flip_rate
-    assert blank.delta_micro_f1 < -0.1 < good.delta_micro_f1
-    assert any(f.startswith("flip_rate ") and "exceeds max_flip_rate 0.02" in f for f in blank.failures)
-    assert any(f.startswith("|delta_micro_f1| ") for f in blank.failures)
-    assert report.failures() == [f"{artifacts['blank_int8']}: {f}" for f in blank.failures]
+    assert blank.comparison.flip_rate > 0.1 > good.comparison.flip_rate
+    assert blank.comparison.delta_micro_f1 < -0.1 < good.comparison.delta_micro_f1
+    assert any(
+        f.startswith("flip_rate ") and "exceeds max_flip_rate 0.02" in f for f in blank.comparison.failures
+    )
+    assert any(f.startswith("|delta_micro_f1| ") for f in blank.comparison.failures)
+    assert report.failures() == [f"{artifacts['blank_int8']}: {f}" for f in blank.comparison.failures]
 
 
 def test_figures_match_a_direct_computation(report, learned_checkpoint, artifacts, synth_root):
     """Flip rate and probability differences, recomputed from the backends without parity's code."""
-    from edgemlic.runtime.torch_backend import TorchBackend
+    from edgemlic.runtime import load_backend
 
     samples = load_coco_split(synth_root, "train2017").samples
-    with TorchBackend(learned_checkpoint, "cpu") as torch_backend:
+    with load_backend(learned_checkpoint, "cpu") as torch_backend:
         batch = preprocess_batch([s.path for s in samples], torch_backend.card.preprocessing)
         expected = torch_backend.infer(batch)
         thresholds = torch_backend.card.thresholds()
     with OnnxBackend(artifacts["blank_int8"], "cpu") as onnx_backend:
         scores = onnx_backend.infer(batch)
     blank = report.artifacts[3]
-    assert blank.flip_rate == pytest.approx(np.mean((scores >= thresholds) != (expected >= thresholds)))
-    assert blank.max_abs_diff == pytest.approx(np.abs(scores - expected).max(), rel=1e-5)
-    assert blank.mean_abs_diff == pytest.approx(np.abs(scores - expected).mean(), rel=1e-4)
+    assert blank.comparison.flip_rate == pytest.approx(
+        np.mean((scores >= thresholds) != (expected >= thresholds))
+    )
+    assert blank.comparison.max_abs_diff == pytest.approx(np.abs(scores - expected).max(), rel=1e-5)
+    assert blank.comparison.mean_abs_diff == pytest.approx(np.abs(scores - expected).mean(), rel=1e-4)
 
 
 def test_budget_overrides_apply_to_every_artifact(learned_checkpoint, artifacts, synth_root):
@@ -154,7 +161,7 @@ def test_budget_overrides_apply_to_every_artifact(learned_checkpoint, artifacts,
     assert result.passed
     strict = budgets_with_overrides(max_abs_diff=0.0)
     result = run_parity(learned_checkpoint, [artifacts["fp32"]], synth_root, "train2017", budgets=strict)
-    assert not result.passed and result.artifacts[0].failures[0].startswith("max_abs_diff ")
+    assert not result.passed and result.artifacts[0].comparison.failures[0].startswith("max_abs_diff ")
     with pytest.raises(EdgemlicError, match="must be 0 or more"):
         budgets_with_overrides(max_flip_rate=-0.1)
 
@@ -311,13 +318,21 @@ def test_coco_mini_fp32_passes_and_records_fp16_int8(coco_mini, tmp_path):
     result = run_parity(checkpoint, paths, coco_mini, "val2017")
     fp32, fp16, int8 = result.artifacts
     assert result.images >= 30 and result.classes == DEFAULT_CATEGORIES
-    assert fp32.passed and fp32.max_abs_diff < 1e-5 and fp32.flip_rate == 0
+    assert fp32.passed and fp32.comparison.max_abs_diff < 1e-5 and fp32.comparison.flip_rate == 0
     for row in (fp16, int8):
-        assert np.isfinite([row.max_abs_diff, row.mean_abs_diff, row.flip_rate, row.delta_micro_f1]).all()
-    assert fp16.max_abs_diff < 0.01
+        assert np.isfinite(
+            [
+                row.comparison.max_abs_diff,
+                row.comparison.mean_abs_diff,
+                row.comparison.flip_rate,
+                row.comparison.delta_micro_f1,
+            ]
+        ).all()
+    assert fp16.comparison.max_abs_diff < 0.01
     # Figures on real photographs (a two-step model's scores sit near 0.5, the worst case for flips):
     for row in (fp16, int8):
+        c = row.comparison
         print(
-            f"coco-mini {row.precision}: max|dp| {row.max_abs_diff:.2e} mean|dp| {row.mean_abs_diff:.2e} "
-            f"flips {row.flip_rate:.4f} dF1 {row.delta_micro_f1:+.4f} dJaccard {row.delta_jaccard:+.4f}"
+            f"coco-mini {row.precision}: max|dp| {c.max_abs_diff:.2e} mean|dp| {c.mean_abs_diff:.2e} "
+            f"flips {c.flip_rate:.4f} dF1 {c.delta_micro_f1:+.4f} dJaccard {c.delta_jaccard:+.4f}"
         )

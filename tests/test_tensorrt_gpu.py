@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from test_tensorrt_offline import export_tiny_onnx
 
+from edgemlic.compare import BUDGETS
 from edgemlic.errors import EdgemlicError
-from edgemlic.export.tensorrt import PARITY_TOLERANCE, build_engine, inspect_engine
+from edgemlic.export.tensorrt import build_engine, inspect_engine
 from edgemlic.images import preprocess
 from edgemlic.runtime import Predictor, load_backend
 from edgemlic.runtime.engine_fingerprint import BuildProfile, fingerprint_path, load_fingerprint
@@ -63,8 +64,12 @@ def test_engine_runs_in_its_precision_and_matches_onnxruntime(precision, engines
         out = engine.infer(batch)
         assert out.shape == (len(val_images), engine.card.num_classes) and out.dtype == np.float32
         assert np.all((out >= 0) & (out <= 1))
-        np.testing.assert_allclose(out, reference.infer(batch), atol=PARITY_TOLERANCE[precision])
-        np.testing.assert_allclose(engine.infer(batch[2:3]), out[2:3], atol=PARITY_TOLERANCE[precision])
+        np.testing.assert_allclose(
+            out, reference.infer(batch), atol=BUDGETS["engine"][precision].max_abs_diff
+        )
+        np.testing.assert_allclose(
+            engine.infer(batch[2:3]), out[2:3], atol=BUDGETS["engine"][precision].max_abs_diff
+        )
         for bad in (batch[:0], batch[:, :, :-1], batch[0]):
             with pytest.raises(EdgemlicError, match="shape"):
                 engine.infer(bad)
@@ -82,7 +87,9 @@ def test_min_batch_padding(onnx_files, val_images, tmp_path):
     result = build_engine(onnx_files["fp32"], tmp_path / "m.engine", profile=BuildProfile(4, 4, 8))
     with load_backend(result.engine) as engine, OnnxBackend(onnx_files["fp32"], device="cpu") as reference:
         one = preprocess(val_images[0], engine.card.preprocessing)[None]
-        np.testing.assert_allclose(engine.infer(one), reference.infer(one), atol=PARITY_TOLERANCE["fp32"])
+        np.testing.assert_allclose(
+            engine.infer(one), reference.infer(one), atol=BUDGETS["engine"]["fp32"].max_abs_diff
+        )
 
 
 def test_one_context_per_thread(engines, val_images):

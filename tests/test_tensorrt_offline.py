@@ -30,7 +30,6 @@ from edgemlic.export.tensorrt import (
     check_graph_precision,
     check_profile_fits,
     inspect_engine,
-    parity_verdict,
     read_onnx_model,
     summarize_engine_layers,
     tensor_precision,
@@ -358,18 +357,7 @@ def test_inspector_output_that_cannot_prove_anything():
             summarize_engine_layers(junk)
 
 
-# ---- parity, chunking ------------------------------------------------------------------------------
-
-
-def test_parity_verdict_uses_the_precision_tolerance():
-    reference = np.array([[0.10, 0.90], [0.40, 0.70]], np.float32)
-    thresholds = np.full(2, 0.5, np.float32)
-    close = parity_verdict(reference, reference + 0.01, "fp16", thresholds)
-    assert close["passed"] and close["max_abs_diff"] == pytest.approx(0.01, abs=1e-6)
-    assert close["decision_agreement"] == 1.0
-    far = parity_verdict(reference, reference + 0.15, "int8", thresholds)
-    assert not far["passed"] and far["decision_agreement"] == 0.75 and far["tolerance"] == 0.06
-    assert not parity_verdict(reference, reference + 0.01, "fp32", thresholds)["passed"]
+# ---- chunking ------------------------------------------------------------------------------
 
 
 def test_chunks_respect_the_profile():

@@ -76,7 +76,7 @@ def build(
         p = result.parity
         typer.echo(
             f"parity with ONNX Runtime on {p['images']} images: max |dp| {p['max_abs_diff']:.5f} "
-            f"(<= {p['tolerance']}), decisions agree {p['decision_agreement']:.4f}"
+            f"(<= {p['budget']['max_abs_diff']}), flip rate {p['flip_rate']:.4f}"
         )
 
 

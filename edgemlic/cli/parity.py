@@ -28,7 +28,9 @@ def _short(artifact: str) -> str:
 
 @app.command()
 def parity(
-    checkpoint: Annotated[Path, typer.Argument(help="The PyTorch checkpoint (.pt or run directory).")],
+    reference: Annotated[
+        Path, typer.Argument(help="The reference: a checkpoint (.pt or run folder) or an exported model.")
+    ],
     artifacts: Annotated[list[Path], typer.Argument(help="Artifacts exported from it (.onnx, .engine).")],
     coco_root: Annotated[Path, typer.Option(help="Dataset root in COCO's layout.")],
     split: str = "val2017",
@@ -43,11 +45,11 @@ def parity(
         float | None, typer.Option(help="Budget label flip rate, all artifacts.")
     ] = None,
     max_abs_diff: Annotated[float | None, typer.Option(help="Budget max |delta probability|.")] = None,
-    device: str = "cpu",
+    device: str = "auto",
     batch_size: int = 32,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the parity report as JSON.")] = None,
 ) -> None:
-    """Score the same real images with the checkpoint and each artifact; exit 1 if any is over budget.
+    """Score the same real images with the reference and each artifact; exit 1 if any is over budget.
 
     Default budgets by precision: fp32 no flips and max |delta p| <= 1e-4; fp16 |delta F1|, |delta
     Jaccard| and flip rate <= 0.005; int8 the same <= 0.02 (see edgemlic.parity.DEFAULT_BUDGETS).
@@ -61,7 +63,7 @@ def parity(
         max_flip_rate=max_flip_rate,
         max_abs_diff=max_abs_diff,
     )
-    report = run_parity(checkpoint, artifacts, coco_root, split, budgets, threshold, device, batch_size)
+    report = run_parity(reference, artifacts, coco_root, split, budgets, threshold, device, batch_size)
     from rich import box
 
     table = Table(
@@ -88,11 +90,11 @@ def parity(
     table.add_row(
         f"{_short(ref.artifact)} ({ref.backend})",
         ref.precision,
-        _f(ref.micro_f1),
+        _f(ref.comparison.micro_f1),
         "",
-        _f(ref.jaccard),
+        _f(ref.comparison.jaccard),
         "",
-        _f(ref.mAP),
+        _f(ref.comparison.mAP),
         "",
         "",
         "",
@@ -100,18 +102,19 @@ def parity(
         "reference",
     )
     for row in report.artifacts:
+        c = row.comparison
         table.add_row(
             _short(row.artifact),
             row.precision,
-            _f(row.micro_f1),
-            _delta(row.delta_micro_f1),
-            _f(row.jaccard),
-            _delta(row.delta_jaccard),
-            _f(row.mAP),
-            _delta(row.delta_mAP),
-            _f(row.flip_rate),
-            f"{row.max_abs_diff:.1e}",
-            f"{row.mean_abs_diff:.1e}",
+            _f(c.micro_f1),
+            _delta(c.delta_micro_f1),
+            _f(c.jaccard),
+            _delta(c.delta_jaccard),
+            _f(c.mAP),
+            _delta(c.delta_mAP),
+            _f(c.flip_rate),
+            f"{c.max_abs_diff:.1e}",
+            f"{c.mean_abs_diff:.1e}",
             "[green]pass[/green]" if row.passed else "[red]FAIL[/red]",
         )
     console.print(table)

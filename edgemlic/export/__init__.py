@@ -15,7 +15,7 @@ from typing import Any
 
 from edgemlic.card import PRECISIONS, ModelCard
 from edgemlic.errors import EdgemlicError
-from edgemlic.export.onnx import OPSET, GateResult, read_card
+from edgemlic.export.onnx import OPSET, read_card
 from edgemlic.io import atomic_path, sha256_file, write_json, write_text
 
 __all__ = ["ExportResult", "artifact_name", "export_model", "read_card"]
@@ -62,7 +62,7 @@ def export_model(
     """
     from edgemlic.checkpoint import load_model
     from edgemlic.export import int8 as int8_export
-    from edgemlic.export.onnx import artifact_card, compare_probabilities, gate_batch, run_onnx
+    from edgemlic.export.onnx import artifact_card, gate, gate_batch, run_onnx
     from edgemlic.export.report import graph_summary
 
     started = time.perf_counter()
@@ -98,13 +98,13 @@ def export_model(
             "path": str(fp32_path),
             "reused": fp32_gate is None,
             "size_bytes": fp32_path.stat().st_size,
-            "gate": fp32_gate.to_dict() if fp32_gate else None,
+            "gate": fp32_gate,
         },
     }
 
     path = Path(report["artifact"])
     if precision == "fp32":
-        final_card, gate = fp32_card, fp32_gate
+        final_card, final_gate = fp32_card, fp32_gate
     else:
         batch = gate_batch(gate_sources, card)
         reference = run_onnx(fp32_path, batch)
@@ -130,9 +130,9 @@ def export_model(
                     int8_target,
                     Path(cache_dir) if cache_dir else None,
                 )
-            # FP16 and INT8 deltas are reported, not judged: parity owns the budgets. Only NaN or
+            # FP16 and INT8 deltas are reported, not judged: parity owns their budgets. Only NaN or
             # infinite outputs (a broken conversion) stop the export here.
-            gate = compare_probabilities(reference, run_onnx(tmp, batch), final_card, "fp32-onnx")
+            final_gate = gate(reference, run_onnx(tmp, batch), final_card, "fp32-onnx")
     if precision == "int8":
         if calibration_manifest is None and calibration_images is not None:
             calibration_manifest = path.with_name(path.name.removesuffix(".onnx") + ".calibration.json")
@@ -154,7 +154,7 @@ def export_model(
     report_path = path.with_name(path.name.removesuffix(".onnx") + ".export.json")
     report |= {
         "graph": graph_summary(path),
-        "gate": gate.to_dict(),
+        "gate": final_gate,
         "seconds": round(time.perf_counter() - started, 2),
         "report": str(report_path),
     }
@@ -164,7 +164,7 @@ def export_model(
 
 def _fp32_graph(
     model: Any, card: ModelCard, path: Path, checkpoint_sha256: str, gate_images: list | None, reuse: bool
-) -> tuple[ModelCard, GateResult | None]:
+) -> tuple[ModelCard, dict[str, Any] | None]:
     """Export the FP32 graph (gated against PyTorch), or reuse the one in the folder; None gate if reused."""
     reusable = _reusable_fp32_card(path, checkpoint_sha256) if reuse else None
     if reusable is not None:
@@ -175,8 +175,8 @@ def _fp32_graph(
 
     fp32_card = artifact_card(card, "fp32", checkpoint_sha256, exporter=f"torch {torch.__version__}")
     with atomic_path(path) as tmp:
-        gate = export_fp32(model, fp32_card, tmp, gate_images)
-    return fp32_card, gate
+        fp32_gate = export_fp32(model, fp32_card, tmp, gate_images)
+    return fp32_card, fp32_gate
 
 
 def _convert_fp16(fp32_path: Path, path: Path, fp32_card: ModelCard, checkpoint_sha256: str) -> ModelCard:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from edgemlic import __version__
 from edgemlic.card import ModelCard
+from edgemlic.compare import budget, compare_scores
 from edgemlic.errors import EdgemlicError
 from edgemlic.images import ImageSource, preprocess_batch
 from edgemlic.runtime.onnx_backend import CARD_METADATA_KEY
@@ -28,51 +28,22 @@ implementations below 18 and its down-conversion to 17 fails on ReduceMean's axe
 It allows per-channel Q/DQ (>= 13), and TensorRT 10.x's parser (JetPack's 10.3 included) reads up to 20."""
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
-FP32_TOLERANCE = 1e-4
-"""Largest probability difference the FP32 gate accepts between ONNX Runtime and PyTorch."""
 GATE_IMAGES = 32
 """Images the gates run (the first of the calibration list, which covers every class first)."""
 
 
-@dataclass(frozen=True)
-class GateResult:
-    """How far an artifact's probabilities are from the reference on real images."""
-
-    reference: str
-    images: int
-    max_abs_diff: float
-    mean_abs_diff: float
-    label_flip_rate: float
-    """Share of (image, class) decisions at the card's thresholds that differ from the reference."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "reference": self.reference,
-            "images": self.images,
-            "max_abs_diff": self.max_abs_diff,
-            "mean_abs_diff": self.mean_abs_diff,
-            "label_flip_rate": self.label_flip_rate,
-        }
-
-
-def compare_probabilities(
+def gate(
     reference: np.ndarray, candidate: np.ndarray, card: ModelCard, reference_name: str
-) -> GateResult:
-    """Max/mean absolute difference and label flip rate; non-finite outputs are an error."""
-    if candidate.shape != reference.shape:
+) -> dict[str, Any]:
+    """Compare an exported graph's probabilities with the reference's under the export budget of its
+    precision; a failure (NaN, or an FP32 graph off by more than 1e-4) stops the export."""
+    comparison = compare_scores(reference, candidate, card.thresholds(), budget("export", card.precision))
+    if not comparison.passed:
         raise EdgemlicError(
-            f"gate: output shape {candidate.shape} differs from the reference {reference.shape}"
+            f"export gate failed for the {card.precision} graph against {reference_name} on "
+            f"{comparison.images} images: {'; '.join(comparison.failures)}; no model was written"
         )
-    if not np.isfinite(candidate).all():
-        raise EdgemlicError(
-            f"gate: the exported model produced NaN or infinite probabilities ({reference_name})"
-        )
-    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
-    thresholds = card.thresholds()
-    flips = (candidate >= thresholds) != (reference >= thresholds)
-    return GateResult(
-        reference_name, len(reference), float(diff.max()), float(diff.mean()), float(flips.mean())
-    )
+    return {"reference": reference_name, **comparison.to_dict()}
 
 
 def generated_gate_images(count: int = 4, seed: int = 0) -> list[bytes]:
@@ -176,7 +147,7 @@ def with_sigmoid(model: Any) -> Any:
 
 def export_fp32(
     model: Any, card: ModelCard, path: Path, gate_images: Sequence[ImageSource] | None = None
-) -> GateResult:
+) -> dict[str, Any]:
     """Export `model` (logits out) to a single-file FP32 ONNX graph at `path`, gated against PyTorch.
 
     `card` is written as it is (precision and provenance already set). The caller passes a temporary
@@ -212,10 +183,4 @@ def export_fp32(
     batch = gate_batch(gate_images, card)
     with torch.no_grad():
         expected = net(torch.from_numpy(batch)).numpy()
-    gate = compare_probabilities(expected, run_onnx(path, batch), card, "pytorch")
-    if gate.max_abs_diff > FP32_TOLERANCE:
-        raise EdgemlicError(
-            f"export gate failed: ONNX Runtime differs from PyTorch by {gate.max_abs_diff:.3g} "
-            f"(allowed {FP32_TOLERANCE:g}) on {gate.images} images; no model was written"
-        )
-    return gate
+    return gate(expected, run_onnx(path, batch), card, "pytorch")

@@ -57,7 +57,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"  gate vs {gate['reference']} on {gate['images']} images: "
             f"max abs diff {gate['max_abs_diff']:.3g}, mean {gate['mean_abs_diff']:.3g}, "
-            f"label flips {100 * gate['label_flip_rate']:.2f}%"
+            f"flips {100 * gate['flip_rate']:.2f}%"
         )
     lines.append(f"  report: {report['report']}")
     return "\n".join(lines)

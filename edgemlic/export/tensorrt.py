@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgemlic.card import ModelCard
+from edgemlic.compare import budget, compare_scores
 from edgemlic.errors import EdgemlicError
 from edgemlic.io import atomic_path, sha256_file, write_json
 from edgemlic.runtime.engine_fingerprint import (
@@ -40,9 +39,6 @@ from edgemlic.runtime.engine_fingerprint import (
 from edgemlic.runtime.onnx_backend import CARD_METADATA_KEY
 from edgemlic.runtime.tensorrt_backend import import_tensorrt
 
-PARITY_TOLERANCE = {"fp32": 5e-3, "fp16": 2e-2, "int8": 6e-2}
-"""Largest |probability difference| allowed between the engine and ONNX Runtime on the same graph.
-FP32 engines may use TF32 convolutions (TensorRT's default on Ampere and later), hence not 1e-5."""
 MIN_PRECISION_SHARE = 0.5
 """At least this share of the engine's convolutions must run in the requested precision."""
 
@@ -293,28 +289,6 @@ def verify_precision(summary: LayerSummary, precision: str, dla_core: int | None
 # ---- parity against ONNX Runtime -----------------------------------------------------------------
 
 
-def parity_verdict(
-    reference: np.ndarray,
-    candidate: np.ndarray,
-    precision: str,
-    thresholds: np.ndarray,
-    tolerance: float | None = None,
-) -> dict[str, Any]:
-    """Compare engine probabilities with ONNX Runtime's on the same images; `passed` is the verdict."""
-    tolerance = PARITY_TOLERANCE[precision] if tolerance is None else tolerance
-    diff = np.abs(np.asarray(reference, np.float64) - np.asarray(candidate, np.float64))
-    agreement = float(np.mean((reference >= thresholds) == (candidate >= thresholds)))
-    max_abs = float(diff.max())
-    return {
-        "images": int(reference.shape[0]),
-        "max_abs_diff": max_abs,
-        "mean_abs_diff": float(diff.mean()),
-        "decision_agreement": agreement,
-        "tolerance": tolerance,
-        "passed": max_abs <= tolerance,
-    }
-
-
 def _run_parity(info: OnnxModelInfo, engine_backend: Any, images: Sequence[Path]) -> dict[str, Any]:
     from edgemlic.runtime import Predictor
     from edgemlic.runtime.onnx_backend import OnnxBackend
@@ -322,14 +296,15 @@ def _run_parity(info: OnnxModelInfo, engine_backend: Any, images: Sequence[Path]
     with OnnxBackend(info.path, device="cpu") as reference:
         expected = Predictor(reference).scores(images)
     actual = Predictor(engine_backend).scores(images)
-    verdict = parity_verdict(expected, actual, info.card.precision, info.card.thresholds())
-    if not verdict["passed"]:
+    comparison = compare_scores(
+        expected, actual, info.card.thresholds(), budget("engine", info.card.precision)
+    )
+    if not comparison.passed:
         raise EdgemlicError(
-            f"{info.path}: the engine disagrees with ONNX Runtime on {verdict['images']} images: max |dp| "
-            f"{verdict['max_abs_diff']:.4f} > {verdict['tolerance']} allowed for {info.card.precision}; "
-            "engine not written"
+            f"{info.path}: the engine disagrees with ONNX Runtime on {comparison.images} images "
+            f"({'; '.join(comparison.failures)}); engine not written"
         )
-    return verdict
+    return comparison.to_dict()
 
 
 # ---- building --------------------------------------------------------------------------------------
@@ -543,7 +518,6 @@ __all__ = [
     "check_profile_fits",
     "default_engine_path",
     "inspect_engine",
-    "parity_verdict",
     "read_onnx_model",
     "summarize_engine_layers",
     "tensor_precision",

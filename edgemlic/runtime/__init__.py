@@ -5,6 +5,7 @@ Only a PyTorch checkpoint (`.pt`) pulls torch in, and only when one is loaded.
 """
 
 from edgemlic.runtime.backend import Backend
-from edgemlic.runtime.predictor import Prediction, Predictor, load_backend
+from edgemlic.runtime.loader import load_backend
+from edgemlic.runtime.predictor import Prediction, Predictor
 
 __all__ = ["Backend", "Prediction", "Predictor", "load_backend"]

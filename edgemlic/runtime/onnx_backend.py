@@ -1,7 +1,8 @@
 """ONNX Runtime backend: runs any exported graph (FP32, FP16 or Q/DQ INT8) on CPU or CUDA.
 
 The model card is read from the ONNX metadata through ONNX Runtime itself, so a deployment needs
-neither torch nor the onnx package.
+neither torch nor the onnx package. The card is checked against the graph's input and output when
+the model is opened: a graph that does not match its card is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -11,61 +12,83 @@ from pathlib import Path
 import numpy as np
 
 from edgemlic.card import ModelCard
-from edgemlic.errors import EdgemlicError
-from edgemlic.runtime.backend import Backend, check_batch
+from edgemlic.errors import EdgemlicError, import_optional
+from edgemlic.runtime.backend import Backend, parse_device
 
 CARD_METADATA_KEY = "edgemlic_card"
 
 
-def _providers(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device == "cpu":
+def _providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
+    ort = import_optional("onnxruntime")
+    kind, index = parse_device(device)
+    if kind == "cpu":
         return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device.startswith("cuda"):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return [("CUDAExecutionProvider", {"device_id": str(index or 0)}), "CPUExecutionProvider"]
+    if kind == "cuda":
         raise EdgemlicError(
             "device cuda requested but ONNX Runtime has no CUDA provider here; install onnxruntime-gpu "
-            "on a machine with a GPU, or use --device cpu"
+            "(edgemlic[gpu]) on a machine with a GPU, or use --device cpu"
         )
     return ["CPUExecutionProvider"]
+
+
+def read_card(metadata: dict[str, str], path: Path) -> ModelCard:
+    """The card in an ONNX model's metadata map; a model without one is not an edgemlic export."""
+    if CARD_METADATA_KEY not in metadata:
+        raise EdgemlicError(
+            f"{path}: this ONNX model has no edgemlic model card; export it with `edgemlic export`"
+        )
+    return ModelCard.from_json(metadata[CARD_METADATA_KEY], f"{path} (model card)")
+
+
+def check_io_against_card(
+    path: Path, card: ModelCard, input_shape: list | tuple, output_shape: list | tuple
+) -> None:
+    """The graph must take N x 3 x S x S and return N x classes as its card says (symbolic N allowed)."""
+    size, classes = card.preprocessing.input_size, card.num_classes
+    fixed_in = [d if isinstance(d, int) else None for d in input_shape]
+    fixed_out = [d if isinstance(d, int) else None for d in output_shape]
+    if len(fixed_in) != 4 or fixed_in[1:] != [3, size, size]:
+        raise EdgemlicError(
+            f"{path}: the graph's input has shape {list(input_shape)}, its card says "
+            f"N x 3 x {size} x {size}; the model and its card do not belong together: export it again"
+        )
+    if len(fixed_out) != 2 or fixed_out[1] != classes:
+        raise EdgemlicError(
+            f"{path}: the graph's output has shape {list(output_shape)}, its card names {classes} classes; "
+            "the model and its card do not belong together: export it again"
+        )
 
 
 class OnnxBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise EdgemlicError(
-                "ONNX Runtime is not installed; pip install onnxruntime (or edgemlic[onnx])"
-            ) from None
+    def __init__(self, path: str | Path, device: str = "auto", *, threads: int | None = None) -> None:
+        ort = import_optional("onnxruntime")
         path = Path(path)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        providers = _providers(device)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=_providers(device))
-        except EdgemlicError:
-            raise
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise EdgemlicError(f"{path}: not a loadable ONNX model ({first})") from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if CARD_METADATA_KEY not in metadata:
+        self.card = read_card(self.session.get_modelmeta().custom_metadata_map, path)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
             raise EdgemlicError(
-                f"{path}: this ONNX model has no edgemlic model card; export it with `edgemlic export`"
+                f"{path}: expected one image input and one probability output, found {len(inputs)} and "
+                f"{len(outputs)}; export it with `edgemlic export`"
             )
-        self.card = ModelCard.from_json(metadata[CARD_METADATA_KEY], f"{path} (model card)")
+        check_io_against_card(path, self.card, inputs[0].shape, outputs[0].shape)
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
-        self._input = self.session.get_inputs()[0].name
-        self._output = self.session.get_outputs()[0].name
+        self._input, self._output = inputs[0].name, outputs[0].name
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        (probabilities,) = self.session.run([self._output], {self._input: check_batch(batch, self.card)})
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        (probabilities,) = self.session.run([self._output], {self._input: batch})
         return np.asarray(probabilities, dtype=np.float32)
 
     def close(self) -> None:

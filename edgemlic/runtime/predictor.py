@@ -5,36 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgemlic.errors import EdgemlicError
 from edgemlic.images import ImageSource, iter_preprocessed
 from edgemlic.runtime.backend import Backend
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
-
-
-def load_backend(artifact: str | Path, device: str = "auto") -> Backend:
-    """Open a checkpoint (.pt), ONNX model (.onnx) or TensorRT engine (.engine) behind one interface."""
-    path = Path(artifact)
-    if not path.exists():
-        raise EdgemlicError(f"{path}: artifact not found")
-    if path.is_dir() or path.suffix in CHECKPOINT_SUFFIXES:
-        from edgemlic.runtime.torch_backend import TorchBackend
-
-        return TorchBackend(path, device)
-    if path.suffix == ".onnx":
-        from edgemlic.runtime.onnx_backend import OnnxBackend
-
-        return OnnxBackend(path, device)
-    if path.suffix == ".engine":
-        from edgemlic.runtime.tensorrt_backend import TensorRTBackend
-
-        return TensorRTBackend(path, device)
-    raise EdgemlicError(
-        f"{path}: unknown artifact type; expected a .pt checkpoint, .onnx model or .engine file"
-    )
+from edgemlic.runtime.loader import load_backend
 
 
 @dataclass(frozen=True)
@@ -51,9 +28,16 @@ class Predictor:
     """Classify images with an artifact, applying the card's thresholds (or a global override)."""
 
     def __init__(
-        self, artifact: str | Path | Backend, threshold: float | None = None, device: str = "auto"
+        self,
+        artifact: str | Path | Backend,
+        threshold: float | None = None,
+        device: str = "auto",
+        **open_options: Any,
     ) -> None:
-        self.backend = artifact if isinstance(artifact, Backend) else load_backend(artifact, device)
+        """`artifact` is a path (opened by `load_backend` with `device` and `open_options`) or a backend."""
+        self.backend = (
+            artifact if isinstance(artifact, Backend) else load_backend(artifact, device, **open_options)
+        )
         self.card = self.backend.card
         self.thresholds = self.card.thresholds(threshold)
 

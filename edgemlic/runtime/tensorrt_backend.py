@@ -19,7 +19,7 @@ import numpy as np
 
 from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError
-from edgemlic.runtime.backend import Backend, check_batch
+from edgemlic.runtime.backend import Backend
 from edgemlic.runtime.engine_fingerprint import (
     check_compatibility,
     load_fingerprint,
@@ -168,8 +168,8 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: str | Path, device: str = "auto") -> None:
         path = Path(path)
-        device_index = parse_device(device)
         fingerprint = load_fingerprint(path)
+        device_index = parse_device(device)
         plan = path.read_bytes()
         verify_engine_file(path, fingerprint, plan)  # the bytes TensorRT will parse, checked first
         trt = import_tensorrt()
@@ -221,8 +221,8 @@ class TensorRTBackend(Backend):
             self._local.state = state
         return state
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch, self.card).astype(self._input.dtype, copy=False)
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = batch.astype(self._input.dtype, copy=False)
         state = self._state()
         out = np.empty((len(batch), self.card.num_classes), dtype=np.float32)
         for start, stop, rows in plan_chunks(len(batch), self.min_batch, self.max_batch):

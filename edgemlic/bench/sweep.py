@@ -1,0 +1,324 @@
+"""The benchmark sweep: every artifact (each checkpoint once per PyTorch variant) at every batch size.
+
+Two modes:
+- `model`: preprocessed batches in, probabilities out; the input rotates among several real batches
+  so no cache keeps one batch warm. This is what the backend costs.
+- `e2e`: JPEG files in, labels out, the way an application runs: a thread pool decodes and
+  preprocesses the next batches while the backend runs the current one. The latency of a batch is
+  then the interval between two finished batches.
+
+Artifacts are opened by `runtime.load_backend`, like everywhere else. A cell that fails (out of
+memory, an unsupported op, an engine without a GPU, a batch beyond an engine's profile) records a
+one-line `error` and the sweep goes on. Input that is wrong before any timing starts (a missing
+artifact, an unknown mode or PyTorch option) raises EdgemlicError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemlic.artifacts import artifact_kind, checkpoint_file
+from edgemlic.bench.environment import describe_environment
+from edgemlic.bench.timing import DEFAULT_SECONDS, peak_rss_mb, reset_peak_rss, time_e2e, time_model
+from edgemlic.errors import EdgemlicError
+from edgemlic.runtime import Backend, Predictor, load_backend
+from edgemlic.runtime.loader import parse_torch_options, variant_name
+
+MODES = ("model", "e2e")
+ROTATING_BATCHES = 4
+"""Distinct real batches the model-mode input rotates among."""
+GENERATED_IMAGES = 32
+BACKEND_NAMES = {"checkpoint": "pytorch", "onnx": "onnxruntime", "engine": "tensorrt"}
+
+
+@dataclass
+class BenchCell:
+    """One artifact (and PyTorch variant) at one batch size in one mode."""
+
+    artifact: str
+    backend: str
+    variant: str
+    """PyTorch variant ("eager", "fp16+cuda-graphs", ...); "default" for the other backends."""
+    precision: str
+    device: str
+    batch: int
+    mode: str
+    size_mb: float | None
+    checkpoint_sha256: str | None
+    """Of the checkpoint the artifact came from: rows of the same model share it."""
+    micro_f1: float | None = None
+    warmup: int = 0
+    iterations: int = 0
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    images_per_s: float | None = None
+    peak_rss_mb: float | None = None
+    peak_gpu_mb: float | None = None
+    speedup_vs_pytorch: float | None = None
+    """images/s over that of the same model's PyTorch eager FP32 row at this batch and mode."""
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    environment: dict[str, Any]
+    cells: tuple[BenchCell, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"environment": self.environment, "cells": [cell.to_dict() for cell in self.cells]}
+
+
+@dataclass(frozen=True)
+class _Target:
+    artifact: Path
+    kind: str
+    options: frozenset[str]
+
+    @property
+    def variant(self) -> str:
+        return variant_name(self.options) if self.kind == "checkpoint" else "default"
+
+
+@dataclass(frozen=True)
+class _Settings:
+    batch_sizes: tuple[int, ...]
+    mode: str
+    warmup: int
+    iters: int | None
+    seconds: float
+    threads: int | None
+    device: str
+    coco_root: str | Path | None
+    split: str
+
+
+def run_bench(
+    artifacts: Sequence[str | Path],
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    mode: str = "model",
+    *,
+    warmup: int = 3,
+    iters: int | None = None,
+    seconds: float | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    torch_variants: Sequence[str] = ("eager",),
+    coco_root: str | Path | None = None,
+    split: str = "val2017",
+    images: Sequence[str | Path] | None = None,
+) -> BenchReport:
+    """Time every artifact (each PyTorch checkpoint once per variant) at every batch size.
+
+    Input images are the split's (with `coco_root`, which also gives each row its micro-F1), else
+    `images`, else a generated set. Give `iters` or `seconds` (default: DEFAULT_SECONDS, at least
+    MIN_ITERATIONS iterations). `threads` sets the intra-op threads of ONNX Runtime and PyTorch.
+    """
+    if mode not in MODES:
+        raise EdgemlicError(f"unknown benchmark mode {mode!r}; use {' or '.join(MODES)}")
+    if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise EdgemlicError(f"batch sizes must be whole numbers >= 1, got {list(batch_sizes)}")
+    if iters is not None and seconds is not None:
+        raise EdgemlicError("give --iters or --seconds, not both")
+    if (iters is not None and iters < 1) or (seconds is not None and seconds <= 0) or warmup < 0:
+        raise EdgemlicError("--iters must be >= 1, --seconds > 0 and --warmup >= 0")
+    if threads is not None and threads < 1:
+        raise EdgemlicError(f"--threads {threads} must be at least 1")
+    targets = _targets(artifacts, torch_variants)
+    seconds = DEFAULT_SECONDS if iters is None and seconds is None else seconds
+
+    with tempfile.TemporaryDirectory(prefix="edgemlic-bench-") as tmp:
+        if coco_root is None:
+            paths = [Path(p) for p in images] if images else _generated_images(Path(tmp))
+            if not paths:
+                raise EdgemlicError("bench: the image list is empty")
+        else:
+            paths = []  # per artifact: the split's images with that model's classes
+        environment = describe_environment([t.artifact for t in targets])
+        settings = _Settings(
+            tuple(batch_sizes), mode, warmup, iters, seconds, threads, device, coco_root, split
+        )
+        cells = [cell for target in targets for cell in _measure_target(target, settings, paths)]
+    _fill_speedups(cells)
+    return BenchReport(environment, tuple(cells))
+
+
+def _targets(artifacts: Sequence[str | Path], torch_variants: Sequence[str]) -> list[_Target]:
+    """Every (artifact, variant) to measure; missing files and unknown kinds are refused up front."""
+    variants = [parse_torch_options(v) for v in torch_variants]
+    if not variants:
+        raise EdgemlicError("bench: give at least one PyTorch variant (eager)")
+    targets = []
+    for artifact in artifacts:
+        path = Path(artifact)
+        kind = artifact_kind(path)
+        if kind == "checkpoint":
+            targets += [_Target(path, kind, options) for options in variants]
+        else:
+            targets.append(_Target(path, kind, frozenset()))
+    if not targets:
+        raise EdgemlicError("bench: give at least one artifact")
+    return targets
+
+
+def _measure_target(target: _Target, settings: _Settings, paths: list[Path]) -> list[BenchCell]:
+    """Open the artifact once, score it (with a dataset), then measure each batch size."""
+    file = checkpoint_file(target.artifact)
+    template = BenchCell(
+        artifact=str(target.artifact),
+        backend=BACKEND_NAMES[target.kind],
+        variant=target.variant,
+        precision=_declared_precision(target),
+        device=settings.device,
+        batch=0,
+        mode=settings.mode,
+        size_mb=round(file.stat().st_size / 1e6, 2),
+        checkpoint_sha256=None,
+        warmup=settings.warmup,
+    )
+    reset_peak_rss()
+    try:
+        backend = load_backend(
+            target.artifact, settings.device, threads=settings.threads, torch_options=target.options
+        )
+    except Exception as e:  # a cell that cannot run is a result, not the end of the sweep
+        message = describe_error(e)
+        return [replace(template, batch=b, error=message) for b in settings.batch_sizes]
+    with backend:
+        card = backend.card
+        template = replace(
+            template,
+            backend=backend.name,
+            precision=backend.precision,
+            device=backend.device,
+            checkpoint_sha256=_checkpoint_sha256(file, target.kind, card.provenance),
+        )
+        if settings.coco_root is not None:
+            from edgemlic.data.coco import load_coco_split
+
+            samples = load_coco_split(Path(settings.coco_root), settings.split, card.classes).samples
+            paths = [s.path for s in samples]
+            try:
+                template.micro_f1 = score_split(backend, paths, np.stack([s.target for s in samples]))
+            except Exception as e:
+                message = f"scoring {settings.split} failed: {describe_error(e)}"
+                return [replace(template, batch=b, error=message) for b in settings.batch_sizes]
+        return [
+            _measure_cell(backend, replace(template, batch=b), paths, settings.iters, settings.seconds)
+            for b in settings.batch_sizes
+        ]
+
+
+def score_split(backend: Backend, paths: Sequence[Path], targets: np.ndarray, batch_size: int = 32) -> float:
+    """micro-F1 of the backend on these images at its card's thresholds (the parity scoring)."""
+    from edgemlic.metrics import multilabel_metrics
+
+    scores = Predictor(backend).scores(paths, batch_size)
+    return multilabel_metrics(scores, targets, backend.card.thresholds())["micro_f1"]
+
+
+def _measure_cell(
+    backend: Backend, cell: BenchCell, paths: list[Path], iters: int | None, seconds: float
+) -> BenchCell:
+    from edgemlic.images import preprocess_batch
+
+    if backend.max_batch is not None and not backend.min_batch <= cell.batch <= backend.max_batch:
+        return replace(
+            cell,
+            error=f"batch {cell.batch} is outside the engine's profile ({backend.min_batch}.."
+            f"{backend.max_batch}); rebuild it with --min-batch/--max-batch covering {cell.batch}",
+        )
+    gpu = _cuda_peak_tracking(backend)
+    reset_peak_rss()
+    try:
+        if cell.mode == "model":
+            count = ROTATING_BATCHES * cell.batch
+            sources = [paths[i % len(paths)] for i in range(count)]
+            flat = preprocess_batch(sources, backend.card.preprocessing)
+            batches = [flat[i : i + cell.batch] for i in range(0, count, cell.batch)]
+            figures = time_model(backend, batches, cell.warmup, iters, seconds)
+        else:
+            figures = time_e2e(backend, paths, cell.batch, cell.warmup, iters, seconds)
+    except Exception as e:  # out of memory, an op the provider lacks, a lost GPU: record it and go on
+        return replace(cell, error=describe_error(e), peak_rss_mb=round(peak_rss_mb(), 1))
+    return replace(
+        cell,
+        **{k: round(v, 3) for k, v in figures.items() if k != "iterations"},
+        iterations=int(figures["iterations"]),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        peak_gpu_mb=gpu(),
+    )
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: EdgemlicError messages as they are, anything else prefixed with its type."""
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    if isinstance(error, EdgemlicError):
+        return text
+    if isinstance(error, MemoryError) or "out of memory" in text.lower():
+        return f"out of memory: {text or type(error).__name__}"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _cuda_peak_tracking(backend: Backend):
+    """Reset PyTorch's CUDA peak counter; the returned function reads the peak in MB (None elsewhere)."""
+    if not (backend.name == "pytorch" and backend.device == "cuda"):
+        return lambda: None
+    import torch
+
+    torch.cuda.reset_peak_memory_stats()
+    return lambda: round(torch.cuda.max_memory_allocated() / 1e6, 1)
+
+
+def _declared_precision(target: _Target) -> str:
+    """The precision a row shows even when its backend cannot open (an engine's is in its fingerprint)."""
+    if target.kind == "checkpoint":
+        return "fp16" if "fp16" in target.options else "fp32"
+    if target.kind == "engine":
+        from edgemlic.runtime.engine_fingerprint import load_fingerprint
+
+        with contextlib.suppress(EdgemlicError):
+            return load_fingerprint(target.artifact)["precision"]
+    return "-"
+
+
+def _checkpoint_sha256(file: Path, kind: str, provenance: dict[str, str]) -> str | None:
+    if kind == "checkpoint":
+        from edgemlic.io import sha256_file
+
+        return sha256_file(file)
+    return provenance.get("checkpoint_sha256")
+
+
+def _fill_speedups(cells: list[BenchCell]) -> None:
+    """Speed-up over the same model's PyTorch eager FP32 row at the same batch size and mode."""
+    baseline = {
+        (c.checkpoint_sha256, c.batch, c.mode): c.images_per_s
+        for c in cells
+        if c.backend == "pytorch" and c.variant == "eager" and c.precision == "fp32" and c.images_per_s
+    }
+    for cell in cells:
+        reference = baseline.get((cell.checkpoint_sha256, cell.batch, cell.mode))
+        if reference and cell.images_per_s:
+            cell.speedup_vs_pytorch = round(cell.images_per_s / reference, 3)
+
+
+def _generated_images(folder: Path) -> list[Path]:
+    """A few real JPEGs (the generated shapes validation split, 256 px) when no dataset is given."""
+    from edgemlic.data.synth import generate_shapes_dataset
+
+    root = generate_shapes_dataset(
+        folder / "shapes", train_images=1, val_images=GENERATED_IMAGES, image_size=256
+    )
+    return sorted((root / "val2017").glob("*.jpg"))

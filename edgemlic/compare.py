@@ -1,0 +1,176 @@
+"""One comparison of two score arrays on the same images, and one table of how far apart they may be.
+
+Three places compare scores: the export gate (the ONNX graph against PyTorch), the engine check (a
+TensorRT engine against ONNX Runtime on the same graph) and `edgemlic parity` (any artifact against
+a reference, in task terms). They all call `compare_scores` and read their limits from BUDGETS, by
+stage and precision. A flipped decision (an image x class decision at the thresholds that differs
+from the reference's) is counted one way everywhere: `flip_rate`, the share of such decisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgemlic.errors import EdgemlicError
+
+STAGES = ("export", "engine", "parity")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The most a candidate may differ from the reference; None means not limited."""
+
+    max_delta_f1: float | None = None
+    """|micro-F1 of the candidate - micro-F1 of the reference| (needs the true labels)."""
+    max_delta_jaccard: float | None = None
+    max_flip_rate: float | None = None
+    max_abs_diff: float | None = None
+    """Largest absolute probability difference over every image and class."""
+
+    def to_dict(self) -> dict[str, float | None]:
+        return dataclasses.asdict(self)
+
+
+BUDGETS: dict[str, dict[str, Budget]] = {
+    "export": {
+        "fp32": Budget(max_abs_diff=1e-4),
+        "fp16": Budget(),
+        "int8": Budget(),
+    },
+    "engine": {
+        "fp32": Budget(max_abs_diff=5e-3),
+        "fp16": Budget(max_abs_diff=2e-2),
+        "int8": Budget(max_abs_diff=6e-2),
+    },
+    "parity": {
+        "fp32": Budget(max_delta_f1=0.0, max_delta_jaccard=0.0, max_flip_rate=0.0, max_abs_diff=1e-4),
+        "fp16": Budget(max_delta_f1=0.005, max_delta_jaccard=0.005, max_flip_rate=0.005, max_abs_diff=0.02),
+        "int8": Budget(max_delta_f1=0.02, max_delta_jaccard=0.02, max_flip_rate=0.02, max_abs_diff=None),
+    },
+}
+"""Limits by stage and precision. Non-finite scores fail at every stage.
+
+| stage  | what is compared                         | fp32              | fp16              | int8         |
+|--------|------------------------------------------|-------------------|-------------------|--------------|
+| export | ONNX Runtime vs PyTorch, gate images      | max abs 1e-4      | reported only     | reported only|
+| engine | TensorRT vs ONNX Runtime, same graph      | max abs 5e-3      | max abs 2e-2      | max abs 6e-2 |
+| parity | artifact vs reference, a labelled split   | no flip, 1e-4     | 0.005 F1/J/flips, | 0.02 F1/J/   |
+|        |                                          |                   | max abs 0.02      | flips        |
+
+Export: the same graph in FP32 only re-orders float operations; FP16 and INT8 deltas are reported
+there and judged by parity, which owns their budgets. Engine: FP32 engines may use TF32 convolutions
+(TensorRT's default on Ampere and later), hence not 1e-5. Parity: FP16 keeps about three decimal
+digits, so only decisions sitting at a threshold flip; INT8 moves single probabilities by several
+hundredths, so only its effect on the decisions is limited.
+"""
+
+
+def budget(stage: str, precision: str) -> Budget:
+    if stage not in BUDGETS:
+        raise EdgemlicError(f"unknown comparison stage {stage!r}; one of {', '.join(STAGES)}")
+    return BUDGETS[stage][precision]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How far a candidate's scores are from the reference's, and the verdict under a budget."""
+
+    images: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    flip_rate: float
+    micro_f1: float | None = None
+    """The candidate's own task metrics and their deltas, when the true labels were given."""
+    jaccard: float | None = None
+    mAP: float | None = None
+    delta_micro_f1: float | None = None
+    delta_jaccard: float | None = None
+    delta_mAP: float | None = None
+    budget: Budget | None = None
+    failures: tuple[str, ...] = ()
+    """One line per exceeded limit, e.g. "flip_rate 0.031 exceeds max_flip_rate 0.02"."""
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["budget"] = self.budget.to_dict() if self.budget else None
+        record["failures"] = list(self.failures)
+        record["passed"] = self.passed
+        return record
+
+
+_LIMITED = {
+    "max_delta_f1": "delta_micro_f1",
+    "max_delta_jaccard": "delta_jaccard",
+    "max_flip_rate": "flip_rate",
+    "max_abs_diff": "max_abs_diff",
+}
+
+
+def compare_scores(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    thresholds: np.ndarray,
+    budget: Budget | None = None,
+    targets: np.ndarray | None = None,
+) -> Comparison:
+    """Compare candidate probabilities with the reference's on the same images (N x classes each).
+
+    With `targets` (N x classes of 0/1) the task metrics and their deltas are filled in. Without a
+    budget nothing is judged (the reference compared with itself, or a figure only reported).
+    """
+    reference, candidate = np.asarray(reference), np.asarray(candidate)
+    if candidate.shape != reference.shape or reference.ndim != 2 or not len(reference):
+        raise EdgemlicError(
+            f"cannot compare scores of shape {candidate.shape} with a reference of shape {reference.shape}"
+        )
+    finite = bool(np.isfinite(candidate).all())
+    # Metrics of NaN scores are meaningless; scoring them as all-negative keeps the row printable while
+    # the failure says what happened.
+    safe = candidate if finite else np.nan_to_num(candidate, nan=0.0, posinf=1.0, neginf=0.0)
+    diff = np.abs(safe.astype(np.float64) - reference.astype(np.float64))
+    flips = (safe >= thresholds) != (reference >= thresholds)
+    figures: dict[str, Any] = {}
+    if targets is not None:
+        from edgemlic.metrics import multilabel_metrics
+
+        ours = multilabel_metrics(safe, targets, thresholds)
+        theirs = multilabel_metrics(reference, targets, thresholds)
+        figures = {
+            "micro_f1": ours["micro_f1"],
+            "jaccard": ours["jaccard"],
+            "mAP": ours["mAP"],
+            "delta_micro_f1": ours["micro_f1"] - theirs["micro_f1"],
+            "delta_jaccard": ours["jaccard"] - theirs["jaccard"],
+            "delta_mAP": None
+            if ours["mAP"] is None or theirs["mAP"] is None
+            else ours["mAP"] - theirs["mAP"],
+        }
+    comparison = Comparison(
+        images=len(reference),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        flip_rate=float(flips.mean()),
+        budget=budget,
+        **figures,
+    )
+    if budget is None:
+        return comparison
+    failures = [] if finite else ["non-finite probabilities (NaN or infinity) in the output"]
+    for limit_name, metric in _LIMITED.items():
+        limit, value = getattr(budget, limit_name), getattr(comparison, metric)
+        if limit is None:
+            continue
+        if value is None:
+            raise EdgemlicError(f"the budget limits {limit_name}, which needs the true labels (targets)")
+        if abs(value) > limit:
+            shown = f"|{metric}|" if metric.startswith("delta") else metric
+            failures.append(f"{shown} {abs(value):.6g} exceeds {limit_name} {limit:g}")
+    return dataclasses.replace(comparison, failures=tuple(failures))
