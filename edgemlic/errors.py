@@ -53,3 +53,9 @@ def import_optional(module: str) -> ModuleType:
         if error is None:
             raise
         raise error from None
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message for a one-line report, or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

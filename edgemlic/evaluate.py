@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemlic.card import ModelCard
 from edgemlic.data.coco import CocoSplit, load_coco_split
 from edgemlic.io import atomic_path
 from edgemlic.metrics import multilabel_metrics, threshold_sweep
-from edgemlic.runtime import Predictor
+from edgemlic.runtime import Backend, Predictor
 
 
 @dataclass(frozen=True)
@@ -18,18 +19,19 @@ class Evaluation:
     report: dict
     scores: np.ndarray
     targets: np.ndarray
-    classes: tuple[str, ...]
+    card: ModelCard
+    """The card of the artifact that was scored: classes, preprocessing and thresholds."""
     data: CocoSplit | None = None
     """The split that was scored, its samples in score-row order (None for scores from elsewhere)."""
 
     def save_scores(self, path: str | Path) -> None:
         """Write `scores` (N x C probabilities), `targets` (N x C of 0/1) and `classes` as .npz."""
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, scores=self.scores, targets=self.targets, classes=np.array(self.classes))
+            np.savez(f, scores=self.scores, targets=self.targets, classes=np.array(self.card.classes))
 
 
 def evaluate_artifact(
-    artifact: str | Path,
+    artifact: str | Path | Backend,
     coco_root: str | Path,
     split: str = "val2017",
     threshold: float | None = None,
@@ -37,7 +39,9 @@ def evaluate_artifact(
     batch_size: int = 32,
     device: str = "auto",
 ) -> Evaluation:
-    """Score every image of `split` that has one of the model's classes and compute the metrics."""
+    """Score every image of `split` that has one of the model's classes and compute the metrics.
+
+    `artifact` is a path or a backend already open (which is then closed here too)."""
     with Predictor(artifact, threshold=threshold, device=device) as predictor:
         card = predictor.card
         data = load_coco_split(Path(coco_root), split, card.classes, keep_negatives)
@@ -50,5 +54,5 @@ def evaluate_artifact(
     )
     report["sweep"] = threshold_sweep(scores, targets)
     report["split"] = split
-    report["artifact"] = str(artifact)
-    return Evaluation(report, scores, targets, card.classes, data)
+    report["artifact"] = str(artifact) if not isinstance(artifact, Backend) else artifact.name
+    return Evaluation(report, scores, targets, card, data)

@@ -76,7 +76,7 @@ def build_report(
 
     The dataset root and split default to those in the run's config.json.
     """
-    from edgemlic.checkpoint import load_checkpoint
+    from edgemlic.artifacts import checkpoint_file
     from edgemlic.data.stats import split_stats
     from edgemlic.evaluate import evaluate_artifact
     from edgemlic.plots import save_evaluation_plots, save_training_curves
@@ -89,11 +89,9 @@ def build_report(
             raise EdgemlicError(f"{run_dir}: no config.json names the dataset; pass --coco-root")
         coco_root = config["coco_root"]
     split = split or config.get("val_split", "val2017")
-    checkpoint = Path(checkpoint) if checkpoint is not None else run_dir / "best.pt"
-    card = load_checkpoint(checkpoint)["card"]
-
+    checkpoint = checkpoint_file(checkpoint if checkpoint is not None else run_dir)
     evaluation = evaluate_artifact(checkpoint, coco_root, split, batch_size=batch_size, device=device)
-    data = evaluation.data
+    card, data = evaluation.card, evaluation.data
     stats = split_stats(data)
 
     with tempfile.TemporaryDirectory(prefix="edgemlic-report-") as tmp:
@@ -287,7 +285,7 @@ def _images_section(samples, evaluation, thresholds: np.ndarray, max_images: int
         thumbnail.save(buffer, format="JPEG", quality=85)
         uri = f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
         labels = []
-        for c, name in enumerate(evaluation.classes):
+        for c, name in enumerate(evaluation.card.classes):
             if truth[i, c] and predicted[i, c]:
                 labels.append(f'<span class="ok">{escape(name)}</span>')
             elif predicted[i, c]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemlic.artifacts import checkpoint_file
 from edgemlic.errors import EdgemlicError
 from edgemlic.metrics import divide, multilabel_metrics
 
@@ -226,22 +227,21 @@ def tune_checkpoint(
     The original file is left untouched; the new one holds the same weights and training state, and a
     card whose `class_thresholds` (and a provenance note) record the tuning.
     """
-    from edgemlic.checkpoint import load_checkpoint, save_checkpoint
+    from edgemlic.checkpoint import build_model, load_checkpoint, save_checkpoint
     from edgemlic.evaluate import evaluate_artifact
-    from edgemlic.models import create_model
+    from edgemlic.runtime.torch_backend import TorchBackend
 
-    source = Path(checkpoint)
-    if source.is_dir():
-        source = source / "best.pt"
+    source = checkpoint_file(checkpoint)
     goal = Objective.parse(objective)
-    payload = load_checkpoint(source)  # fail on a bad checkpoint before scoring a whole split
+    payload = load_checkpoint(source)  # read once: scored here, then rewritten with the new card
     card = payload.pop("card")
     target = Path(out) if out is not None else source.with_name(f"{source.stem}.tuned.pt")
     if target.resolve() == source.resolve():
         raise EdgemlicError(f"{target}: --out must differ from the checkpoint, which stays untouched")
 
+    model = build_model({**payload, "card": card}, source)
     evaluation = evaluate_artifact(
-        source, coco_root, split, card.threshold, keep_negatives, batch_size, device
+        TorchBackend((model, card), device), coco_root, split, card.threshold, keep_negatives, batch_size
     )
     result = tune_thresholds(
         evaluation.scores, evaluation.targets, goal, card.classes, card.threshold, min_positives
@@ -254,8 +254,6 @@ def tune_checkpoint(
             f"({len(evaluation.scores)} images), min {min_positives} positives",
         },
     )
-    model = create_model(card.architecture, card.num_classes, weights="none")
-    model.load_state_dict(payload.pop("model"))
-    state = {k: v for k, v in payload.items() if k not in ("format", "version")}
+    state = {k: v for k, v in payload.items() if k not in ("format", "version", "model", "sha256")}
     save_checkpoint(target, model, tuned_card, **state)
     return target, result

@@ -29,7 +29,7 @@ from edgemlic.checkpoint import load_checkpoint, save_checkpoint
 from edgemlic.data.coco import CocoSplit, load_coco_split
 from edgemlic.data.transforms import EpochSampler, MultilabelDataset
 from edgemlic.distributed import World, barrier, gather, join, leave, per_rank_batch
-from edgemlic.errors import EdgemlicError
+from edgemlic.errors import EdgemlicError, first_line
 from edgemlic.io import write_json, write_text
 from edgemlic.losses import create_loss
 from edgemlic.metrics import multilabel_metrics
@@ -380,7 +380,7 @@ def train_on_processes(config: TrainConfig, nproc: int, resume: bool = False) ->
     try:
         results = elastic_launch(launch, _train_worker)(dataclasses.asdict(config), resume)
     except Exception as e:  # ChildFailedError carries each rank's traceback; the first line says what failed
-        raise EdgemlicError(f"distributed training failed: {str(e).strip().splitlines()[0][:200]}") from None
+        raise EdgemlicError(f"distributed training failed: {first_line(e)}") from None
     return Path(results[0])
 
 

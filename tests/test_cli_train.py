@@ -77,7 +77,7 @@ def test_evaluate_command_json_and_scores(tiny_checkpoint, synth_root, tmp_path,
     library = evaluate_artifact(tiny_checkpoint, synth_root, "val2017", device="cpu")
     np.testing.assert_allclose(arrays["scores"], library.scores, atol=1e-6)
     np.testing.assert_array_equal(arrays["targets"], library.targets)
-    assert tuple(arrays["classes"]) == library.classes
+    assert tuple(arrays["classes"]) == library.card.classes
     assert report["micro_f1"] == pytest.approx(library.report["micro_f1"])
 
 

@@ -34,7 +34,8 @@ def test_weights_are_float16_and_io_float32(fp16):
 
 def test_matches_fp32_and_reuses_its_graph(fp16, val_images):
     fp32, result = fp16
-    assert result.report["fp32"]["reused"] and result.report["fp32"]["gate"] is None
+    reused = result.report["fp32"]
+    assert reused["reused"] and reused["gate"]["reference"] == "pytorch" and reused["gate"]["passed"]
     batch = preprocess_batch(val_images, result.card.preprocessing)
     with OnnxBackend(fp32.path, device="cpu") as a, OnnxBackend(result.path, device="cpu") as b:
         reference, half = a.infer(batch), b.infer(batch)
@@ -51,3 +52,17 @@ def test_card_says_fp16_with_provenance(fp16):
     assert card.provenance["checkpoint_sha256"] == fp32.card.provenance["checkpoint_sha256"]
     assert card.provenance["fp16_converter"].startswith("onnxconverter-common")
     assert card.classes == fp32.card.classes
+
+
+def test_a_changed_fp32_graph_is_replaced_not_derived_from(tiny_checkpoint, tmp_path):
+    """The folder's FP32 graph names this checkpoint, but its weights were changed after export."""
+    fp32 = export_model(tiny_checkpoint, tmp_path, "fp32").path
+    model = onnx.load(str(fp32))
+    weights = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    changed = onnx.numpy_helper.to_array(weights) * 1.5
+    weights.CopyFrom(onnx.numpy_helper.from_array(changed, weights.name))
+    onnx.save(model, str(fp32))
+    tampered = fp32.read_bytes()
+    result = export_model(tiny_checkpoint, tmp_path, "fp16")
+    assert result.report["fp32"]["reused"] is False and fp32.read_bytes() != tampered
+    assert result.report["fp32"]["gate"]["max_abs_diff"] <= 1e-4

@@ -227,7 +227,9 @@ def test_bad_calibration_input_is_one_named_error(options, message, tiny_checkpo
 
 
 @pytest.mark.coco_mini
-def test_coco_mini_selection_and_calibration_on_real_photos(coco_mini, tiny_checkpoint, tmp_path):
+def test_coco_mini_selection_and_calibration_on_real_photos(
+    coco_mini, tiny_checkpoint, tmp_path, monkeypatch
+):
     card = ModelCard(
         classes=DEFAULT_CATEGORIES, architecture="resnet_tiny", preprocessing=Preprocessing(32, 36)
     )
@@ -237,12 +239,13 @@ def test_coco_mini_selection_and_calibration_on_real_photos(coco_mini, tiny_chec
     manifest = json.loads(calibration.manifest_text)
     assert {c for c, name in enumerate(DEFAULT_CATEGORIES) if manifest["class_images"][name]} == present
     assert len(present) >= 8 and manifest["dataset"] == coco_mini.resolve().name
-    assert (
-        int8_export.default_manifest_path(coco_mini, "train2017", 32).as_posix()
-        == "calib/coco-mini-train2017-32.json"
-    )
 
     # The tiny model knows shapes, not COCO classes, but its ranges can come from real photographs.
+    # The manifest lands beside the artifact, wherever the command was started from.
+    monkeypatch.chdir(tmp_path)
     result = export_model(tiny_checkpoint, tmp_path / "out", "int8", calibration_images=calibration.paths)
     assert result.report["calibration"]["images"] == 32 and result.report["gate"]["images"] == 32
+    written = tmp_path / "out" / "model.int8.calibration.json"
+    assert result.report["calibration"]["manifest"] == str(written) and not (tmp_path / "calib").exists()
+    assert json.loads(written.read_text())["count"] == 32
     assert np.isfinite(result.report["gate"]["max_abs_diff"])

@@ -71,8 +71,8 @@ def test_report_is_written_beside_the_model(fp32):
 
 
 def test_failed_gate_names_the_difference_and_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatch):
-    real_run = onnx_export.run_onnx
-    monkeypatch.setattr(onnx_export, "run_onnx", lambda path, batch: real_run(path, batch) + 0.01)
+    real_scores = onnx_export.Graph.scores
+    monkeypatch.setattr(onnx_export.Graph, "scores", lambda graph, batch: real_scores(graph, batch) + 0.01)
     with pytest.raises(EdgemlicError, match=r"against pytorch on 4 images: max_abs_diff 0\.01"):
         export_model(tiny_checkpoint, tmp_path / "out", "fp32")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -27,7 +27,7 @@ import numpy as np
 from edgemlic.artifacts import artifact_kind, checkpoint_file
 from edgemlic.bench.environment import describe_environment
 from edgemlic.bench.timing import DEFAULT_SECONDS, peak_rss_mb, reset_peak_rss, time_e2e, time_model
-from edgemlic.errors import EdgemlicError
+from edgemlic.errors import EdgemlicError, first_line
 from edgemlic.runtime import Backend, Predictor, load_backend
 from edgemlic.runtime.loader import parse_torch_options, variant_name
 
@@ -263,12 +263,12 @@ def _measure_cell(
 
 def describe_error(error: BaseException) -> str:
     """One line: EdgemlicError messages as they are, anything else prefixed with its type."""
-    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    text = first_line(error, 300)
     if isinstance(error, EdgemlicError):
         return text
     if isinstance(error, MemoryError) or "out of memory" in text.lower():
-        return f"out of memory: {text or type(error).__name__}"
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+        return f"out of memory: {text}"
+    return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
 
 
 def _cuda_peak_tracking(backend: Backend):

@@ -24,7 +24,7 @@ def export(
     calib_images: Annotated[int, typer.Option(help="INT8: number of calibration images.")] = 256,
     calib_method: Annotated[str, typer.Option(help="INT8: percentile, entropy or minmax.")] = "percentile",
     calib_manifest: Annotated[
-        Path | None, typer.Option(help="INT8: where to write the image manifest (default calib/...).")
+        Path | None, typer.Option(help="INT8: where to write the image manifest (default: beside the model).")
     ] = None,
     calib_cache: Annotated[
         Path | None,

@@ -1,22 +1,27 @@
 """Export a checkpoint to ONNX: FP32, FP16, or INT8 with Q/DQ nodes calibrated on real images.
 
 `export_model` is the one library entry point (`edgemlic export` wraps it). FP16 and INT8 start from
-the FP32 graph in the same folder, reused when its card says it came from the same checkpoint.
-Every file is written under a temporary name and renamed only once its gate has passed.
+the FP32 graph in the same folder, reused when its card says it came from the same checkpoint and it
+passes the FP32 gate again. Every file is written under a temporary name and renamed only once its
+gate has passed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from edgemlic.artifacts import checkpoint_file
 from edgemlic.card import PRECISIONS, ModelCard
 from edgemlic.errors import EdgemlicError
-from edgemlic.export.onnx import OPSET, read_card
-from edgemlic.io import atomic_path, sha256_file, write_json, write_text
+from edgemlic.export.onnx import OPSET, Graph, read_card
+from edgemlic.io import atomic_path, write_json, write_text
 
 __all__ = ["ExportResult", "artifact_name", "export_model", "read_card"]
 
@@ -56,13 +61,15 @@ def export_model(
 
     INT8 calibrates on `calibration_count` class-balanced images of COCO-format `calibration_data`
     (split `calibration_split`) or on exactly the files in `calibration_images`; the image list goes
-    to `calibration_manifest` (default calib/<dataset>-<split>-<count>.json for COCO data,
-    beside the artifact for a given list). Gates run on `gate_images`, else on the calibration images,
-    else on a few generated JPEGs.
+    to `calibration_manifest` (default: beside the artifact, `model.int8.calibration.json`). Gates run
+    on `gate_images`, else on the calibration images, else on a few generated JPEGs.
+
+    One pass: the checkpoint, each calibration image and a reused FP32 graph are read once, the
+    reference outputs computed once, and each graph written once.
     """
-    from edgemlic.checkpoint import load_model
+    from edgemlic.checkpoint import build_model, load_checkpoint
     from edgemlic.export import int8 as int8_export
-    from edgemlic.export.onnx import artifact_card, gate, gate_batch, run_onnx
+    from edgemlic.export.onnx import artifact_card, gate, gate_batch, pytorch_scores
     from edgemlic.export.report import graph_summary
 
     started = time.perf_counter()
@@ -71,9 +78,10 @@ def export_model(
     if precision == "int8":
         _check_int8_arguments(calibration_data, calibration_images, calibration_method, int8_target)
     out_dir = Path(out_dir)
-    checkpoint_file = Path(checkpoint) / "best.pt" if Path(checkpoint).is_dir() else Path(checkpoint)
-    model, card = load_model(checkpoint_file)
-    checkpoint_sha256 = sha256_file(checkpoint_file)
+    path = out_dir / artifact_name(precision, int8_target)
+    payload = load_checkpoint(checkpoint)
+    card, checkpoint_sha256 = payload["card"], payload["sha256"]
+    model = build_model(payload, checkpoint)
 
     calibration = None  # chosen before anything is written, so bad calibration input fails first
     if precision == "int8" and calibration_images is not None:
@@ -82,38 +90,34 @@ def export_model(
         calibration = int8_export.coco_calibration_set(
             calibration_data, calibration_split, card, calibration_count, calibration_method, seed
         )
-    gate_sources = list(gate_images) if gate_images else list(calibration.paths) if calibration else None
+    gate_sources = list(gate_images) if gate_images else list(calibration.images) if calibration else None
+    batch = gate_batch(gate_sources, card)
+    expected = pytorch_scores(model, batch)
 
-    fp32_path = out_dir / artifact_name("fp32")
-    fp32_card, fp32_gate = _fp32_graph(
-        model, card, fp32_path, checkpoint_sha256, gate_sources, precision != "fp32"
-    )
+    fp32 = _fp32_graph(model, card, out_dir / artifact_name("fp32"), checkpoint_sha256, expected, batch)
     report: dict[str, Any] = {
-        "artifact": str(out_dir / artifact_name(precision, int8_target)),
+        "artifact": str(path),
         "precision": precision,
-        "checkpoint": str(checkpoint_file),
+        "checkpoint": str(checkpoint_file(checkpoint)),
         "checkpoint_sha256": checkpoint_sha256,
         "opset": OPSET,
         "fp32": {
-            "path": str(fp32_path),
-            "reused": fp32_gate is None,
-            "size_bytes": fp32_path.stat().st_size,
-            "gate": fp32_gate,
+            "path": str(fp32.graph.path),
+            "reused": fp32.reused,
+            "size_bytes": fp32.graph.path.stat().st_size,
+            "gate": fp32.gate,
         },
     }
 
-    path = Path(report["artifact"])
     if precision == "fp32":
-        final_card, final_gate = fp32_card, fp32_gate
+        final, final_gate = fp32.graph, fp32.gate
     else:
-        batch = gate_batch(gate_sources, card)
-        reference = run_onnx(fp32_path, batch)
         with atomic_path(path) as tmp:
             if precision == "fp16":
-                final_card = _convert_fp16(fp32_path, tmp, fp32_card, checkpoint_sha256)
+                final = _convert_fp16(fp32.graph, tmp, checkpoint_sha256)
             else:
-                final_card = artifact_card(
-                    fp32_card,
+                card8 = artifact_card(
+                    fp32.graph.card,
                     "int8",
                     checkpoint_sha256,
                     calibration_manifest_sha256=calibration.manifest_sha256,
@@ -122,24 +126,21 @@ def export_model(
                     int8_target=int8_target,
                 )
                 quantized = int8_export.quantize_int8(
-                    fp32_path,
+                    fp32.graph,
                     tmp,
-                    final_card,
+                    card8,
                     calibration,
                     calibration_method,
                     int8_target,
                     Path(cache_dir) if cache_dir else None,
                 )
+                final = quantized.graph
             # FP16 and INT8 deltas are reported, not judged: parity owns their budgets. Only NaN or
             # infinite outputs (a broken conversion) stop the export here.
-            final_gate = gate(reference, run_onnx(tmp, batch), final_card, "fp32-onnx")
+            final_gate = gate(fp32.scores, final.scores(batch), final.card, "fp32-onnx")
     if precision == "int8":
-        if calibration_manifest is None and calibration_images is not None:
+        if calibration_manifest is None:
             calibration_manifest = path.with_name(path.name.removesuffix(".onnx") + ".calibration.json")
-        elif calibration_manifest is None:
-            calibration_manifest = int8_export.default_manifest_path(
-                calibration_data, calibration_split, calibration_count
-            )
         write_text(calibration_manifest, calibration.manifest_text)
         report["int8_target"] = int8_target
         report["calibration"] = {
@@ -153,46 +154,83 @@ def export_model(
 
     report_path = path.with_name(path.name.removesuffix(".onnx") + ".export.json")
     report |= {
-        "graph": graph_summary(path),
+        "graph": graph_summary(final.proto, path),
         "gate": final_gate,
         "seconds": round(time.perf_counter() - started, 2),
         "report": str(report_path),
     }
     write_json(report_path, report)
-    return ExportResult(path, final_card, report, report_path)
+    return ExportResult(path, final.card, report, report_path)
+
+
+@dataclass(frozen=True)
+class _Fp32:
+    graph: Graph
+    scores: np.ndarray
+    """ONNX Runtime's probabilities on the gate batch: the reference of the FP16 and INT8 gates."""
+    gate: dict[str, Any]
+    reused: bool
 
 
 def _fp32_graph(
-    model: Any, card: ModelCard, path: Path, checkpoint_sha256: str, gate_images: list | None, reuse: bool
-) -> tuple[ModelCard, dict[str, Any] | None]:
-    """Export the FP32 graph (gated against PyTorch), or reuse the one in the folder; None gate if reused."""
-    reusable = _reusable_fp32_card(path, checkpoint_sha256) if reuse else None
-    if reusable is not None:
-        return reusable, None
-    import torch
+    model: Any, card: ModelCard, path: Path, checkpoint_sha256: str, expected: np.ndarray, batch: np.ndarray
+) -> _Fp32:
+    """The FP32 graph of this checkpoint, gated against PyTorch's `expected` scores.
 
-    from edgemlic.export.onnx import artifact_card, export_fp32
+    A graph already at `path` is reused when its card names this checkpoint and it passes the same gate
+    a fresh export must pass, so a graph changed after export is never derived from: it is replaced.
+    """
+    from edgemlic.export.onnx import artifact_card, export_fp32, gate
+
+    reused = _reusable_fp32(path, checkpoint_sha256, expected, batch)
+    if reused is not None:
+        return reused
+    import torch
 
     fp32_card = artifact_card(card, "fp32", checkpoint_sha256, exporter=f"torch {torch.__version__}")
     with atomic_path(path) as tmp:
-        fp32_gate = export_fp32(model, fp32_card, tmp, gate_images)
-    return fp32_card, fp32_gate
+        graph = export_fp32(model, fp32_card, tmp)
+        scores = graph.scores(batch)
+        fp32_gate = gate(expected, scores, fp32_card, "pytorch")
+    return _Fp32(dataclasses.replace(graph, path=path), scores, fp32_gate, reused=False)
 
 
-def _convert_fp16(fp32_path: Path, path: Path, fp32_card: ModelCard, checkpoint_sha256: str) -> ModelCard:
+def _reusable_fp32(
+    path: Path, checkpoint_sha256: str, expected: np.ndarray, batch: np.ndarray
+) -> _Fp32 | None:
+    from edgemlic.export.onnx import gate, load_graph
+
+    if not path.is_file():
+        return None
+    try:
+        graph = load_graph(path)
+        card = graph.card
+        same = (
+            card.precision == "fp32"
+            and card.provenance.get("checkpoint_sha256") == checkpoint_sha256
+            and card.provenance.get("opset") == str(OPSET)
+        )
+        if not same:
+            return None
+        scores = graph.scores(batch)
+        return _Fp32(graph, scores, gate(expected, scores, card, "pytorch"), reused=True)
+    except EdgemlicError:
+        return None  # unreadable, foreign or changed since export: export a fresh one over it
+
+
+def _convert_fp16(fp32: Graph, path: Path, checkpoint_sha256: str) -> Graph:
     import onnxconverter_common
 
     from edgemlic.export.fp16 import convert_fp16
     from edgemlic.export.onnx import artifact_card
 
     card = artifact_card(
-        fp32_card,
+        fp32.card,
         "fp16",
         checkpoint_sha256,
         fp16_converter=f"onnxconverter-common {onnxconverter_common.__version__}",
     )
-    convert_fp16(fp32_path, path, card)
-    return card
+    return convert_fp16(fp32, path, card)
 
 
 def _check_int8_arguments(
@@ -209,19 +247,3 @@ def _check_int8_arguments(
             "calibration_data or calibration_images, not both)"
         )
     check_int8_options(method, target)
-
-
-def _reusable_fp32_card(path: Path, checkpoint_sha256: str) -> ModelCard | None:
-    """The card of an FP32 graph already in the folder, if it was exported from this checkpoint here."""
-    if not path.is_file():
-        return None
-    try:
-        card = read_card(path)
-    except EdgemlicError:
-        return None  # unreadable or foreign: export a fresh one over it
-    same = (
-        card.precision == "fp32"
-        and card.provenance.get("checkpoint_sha256") == checkpoint_sha256
-        and card.provenance.get("opset") == str(OPSET)
-    )
-    return card if same else None

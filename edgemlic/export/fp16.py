@@ -13,19 +13,20 @@ import warnings
 from pathlib import Path
 
 from edgemlic.card import ModelCard
-from edgemlic.export.onnx import save_checked, set_card
+from edgemlic.export.onnx import Graph, set_card, write_graph
 
 
-def convert_fp16(fp32_path: str | Path, path: Path, card: ModelCard) -> None:
-    """Write the float16 version of the FP32 graph at `fp32_path` to `path`, carrying `card`."""
+def convert_fp16(fp32: Graph, path: Path, card: ModelCard) -> Graph:
+    """Write the float16 version of the FP32 graph to `path`, carrying `card`."""
     import onnx
     from onnxconverter_common import float16
 
-    model = onnx.load(str(fp32_path))
+    model = onnx.ModelProto()
+    model.CopyFrom(fp32.proto)  # the converter edits the graph it is given; the FP32 one stays as it is
     with warnings.catch_warnings():
         # Weights below float16's normal range are clamped to +-1e-7 rather than flushed to zero; the
         # converter warns once per value, which says nothing actionable.
         warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
         converted = float16.convert_float_to_float16(model, keep_io_types=True)
     set_card(converted, card)
-    save_checked(converted, path)
+    return write_graph(converted, path)

@@ -39,9 +39,9 @@ import numpy as np
 from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.data.coco import CocoSplit, Sample, load_coco_split
 from edgemlic.errors import EdgemlicError
-from edgemlic.export.onnx import INPUT_NAME, save_checked, set_card
-from edgemlic.images import iter_preprocessed
-from edgemlic.io import sha256_bytes, sha256_file
+from edgemlic.export.onnx import INPUT_NAME, Graph, check_graph, load_graph, set_card
+from edgemlic.images import ImageSource, iter_preprocessed
+from edgemlic.io import sha256_bytes
 
 CALIBRATION_METHODS = ("percentile", "entropy", "minmax")
 """The first is the default: as accurate as min-max on the test model, robust to a single outlier
@@ -81,9 +81,14 @@ _CALIBRATOR_OPTIONS = {
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    """The images to calibrate on (absolute paths, in order) and the manifest that records them."""
+    """The images to calibrate on (absolute paths, in order), their bytes, and the manifest.
+
+    Each file is read once, when it is hashed for the manifest; calibration and the gates decode
+    those same bytes, so what is hashed is what is used.
+    """
 
     paths: tuple[Path, ...]
+    images: tuple[bytes, ...]
     manifest_text: str
 
     @property
@@ -144,6 +149,7 @@ def coco_calibration_set(
     split = load_coco_split(root, split_name, card.classes, keep_negatives=True)
     samples = select_calibration_samples(split, count, seed)
     image_dir = split.image_dir.resolve()
+    images = [_read_image(s.path) for s in samples]
     chosen = np.stack([s.target for s in samples]).astype(bool)
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -161,12 +167,14 @@ def coco_calibration_set(
             {
                 "file": s.path.relative_to(image_dir).as_posix(),
                 "image_id": s.image_id,
-                "sha256": _file_sha256(s.path),
+                "sha256": sha256_bytes(data),
             }
-            for s in samples
+            for s, data in zip(samples, images, strict=True)
         ],
     }
-    return CalibrationSet(tuple(s.path for s in samples), json.dumps(manifest, indent=2) + "\n")
+    return CalibrationSet(
+        tuple(s.path for s in samples), tuple(images), json.dumps(manifest, indent=2) + "\n"
+    )
 
 
 def image_list_calibration_set(images: Sequence[str | Path], card: ModelCard, method: str) -> CalibrationSet:
@@ -175,6 +183,7 @@ def image_list_calibration_set(images: Sequence[str | Path], card: ModelCard, me
     if not paths:
         raise EdgemlicError("calibration: the image list is empty; give at least one image")
     base = Path(os.path.commonpath([p.parent for p in paths]))
+    images = [_read_image(p) for p in paths]
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -185,21 +194,16 @@ def image_list_calibration_set(images: Sequence[str | Path], card: ModelCard, me
         "selection": "given list",
         "count": len(paths),
         "images": [
-            {"file": p.relative_to(base).as_posix(), "image_id": None, "sha256": _file_sha256(p)}
-            for p in paths
+            {"file": p.relative_to(base).as_posix(), "image_id": None, "sha256": sha256_bytes(data)}
+            for p, data in zip(paths, images, strict=True)
         ],
     }
-    return CalibrationSet(tuple(paths), json.dumps(manifest, indent=2) + "\n")
+    return CalibrationSet(tuple(paths), tuple(images), json.dumps(manifest, indent=2) + "\n")
 
 
-def default_manifest_path(root: str | Path, split: str, count: int) -> Path:
-    """calib/<dataset folder>-<split>-<count>.json, relative to the working directory (the repository)."""
-    return Path("calib") / f"{Path(root).resolve().name}-{split}-{count}.json"
-
-
-def _file_sha256(path: Path) -> str:
+def _read_image(path: Path) -> bytes:
     try:
-        return sha256_file(path)
+        return path.read_bytes()
     except FileNotFoundError:
         raise EdgemlicError(f"{path}: calibration image not found") from None
     except OSError as e:
@@ -268,7 +272,7 @@ def _quiet_quantizer() -> Iterator[None]:
 
 
 def calibrate_ranges(
-    fp32_path: Path, images: Sequence[Path], pre: Preprocessing, method: str, target: str
+    fp32_path: Path, images: Sequence[ImageSource], pre: Preprocessing, method: str, target: str
 ) -> Any:
     """Run the FP32 graph over the images and return each calibrated tensor's (lowest, highest) range.
 
@@ -278,8 +282,8 @@ def calibrate_ranges(
     from onnxruntime.quantization import CalibrationDataReader, TensorData, TensorsData, create_calibrator
 
     class Batches(CalibrationDataReader):
-        def __init__(self, paths: Sequence[Path]) -> None:
-            self._batches = iter_preprocessed(paths, pre, _BATCH)
+        def __init__(self, sources: Sequence[ImageSource]) -> None:
+            self._batches = iter_preprocessed(sources, pre, _BATCH)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)
@@ -322,13 +326,15 @@ def _usable_cache(path: Path, method: str) -> bool:
 
 @dataclass(frozen=True)
 class Int8Result:
+    graph: Graph
+    """The INT8 graph as the quantizer wrote it, read back once to check and gate it."""
     cache_file: Path
     cache_hit: bool
     key: dict[str, Any]
 
 
 def quantize_int8(
-    fp32_path: Path,
+    fp32: Graph,
     path: Path,
     card: ModelCard,
     calibration: CalibrationSet,
@@ -336,20 +342,18 @@ def quantize_int8(
     target: str,
     cache: Path | None = None,
 ) -> Int8Result:
-    """Write the Q/DQ INT8 version of the FP32 graph to `path`, calibrating only on a cache miss.
+    """Write the Q/DQ INT8 version of the FP32 graph to `path`, carrying `card`; calibrate on a cache miss.
 
     `method` and `target` are checked by `check_int8_options` first.
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static, save_tensors_data
 
-    key = calibration_key(
-        sha256_file(fp32_path), calibration.manifest_sha256, card.preprocessing, method, target
-    )
+    key = calibration_key(fp32.sha256, calibration.manifest_sha256, card.preprocessing, method, target)
     cache_file = (cache or cache_dir()) / f"{_key_hash(key)}.json"
     hit = _usable_cache(cache_file, method)
     if not hit:
-        ranges = calibrate_ranges(fp32_path, calibration.paths, card.preprocessing, method, target)
+        ranges = calibrate_ranges(fp32.path, calibration.images, card.preprocessing, method, target)
         try:
             save_tensors_data(ranges, cache_file)  # writes a temporary file and renames it
         except OSError as e:
@@ -365,9 +369,12 @@ def quantize_int8(
         "QuantizeBias": not tensorrt,
         "OpTypesToExcludeOutputQuantization": ["Gemm"],
     }
+    source = onnx.ModelProto()
+    source.CopyFrom(fp32.proto)
+    set_card(source, card)  # the quantizer keeps the metadata, so the graph is written once, card inside
     with _quiet_quantizer():
         quantize_static(
-            fp32_path,
+            source,
             path,
             None,
             calibration_cache_path=cache_file,
@@ -380,7 +387,6 @@ def quantize_int8(
             calibrate_method=_method_enum(method),
             extra_options=extra_options,
         )
-    model = onnx.load(str(path))
-    set_card(model, card)
-    save_checked(model, path)
-    return Int8Result(cache_file, hit, key)
+    graph = load_graph(path)
+    check_graph(graph.proto, path)
+    return Int8Result(graph, cache_file, hit, key)

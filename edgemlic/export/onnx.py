@@ -1,15 +1,19 @@
-"""FP32 ONNX export: the PyTorch model plus its sigmoid, the model card in the metadata, and a gate.
+"""ONNX graphs: the FP32 export (the PyTorch model plus its sigmoid), the card in the metadata, gates.
 
 The graph outputs probabilities (logits -> sigmoid inside the graph), so every backend returns the
 same quantity and the runtime never re-implements the head. Precision lives in the graph itself:
 TensorRT 10 and 11 build strongly typed networks from what the ONNX file says, so the FP16 and INT8
 artifacts are separate graphs derived from this one (see fp16.py and int8.py).
+
+Graphs are kept in memory while an export runs (`Graph`): each is checked before it is written,
+written once, and never read back to be hashed or run.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,10 @@ import numpy as np
 from edgemlic import __version__
 from edgemlic.card import ModelCard
 from edgemlic.compare import budget, compare_scores
-from edgemlic.errors import EdgemlicError
+from edgemlic.errors import EdgemlicError, first_line
 from edgemlic.images import ImageSource, preprocess_batch
-from edgemlic.runtime.onnx_backend import CARD_METADATA_KEY
+from edgemlic.io import sha256_bytes
+from edgemlic.runtime.onnx_backend import CARD_METADATA_KEY, read_card_metadata
 
 OPSET = 18
 """Pinned ONNX opset. torch 2.14's exporter (dynamo=True; the TorchScript one is deprecated) has no
@@ -30,6 +35,95 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 GATE_IMAGES = 32
 """Images the gates run (the first of the calibration list, which covers every class first)."""
+
+
+@dataclass(frozen=True)
+class Graph:
+    """An ONNX graph in memory, the file it is stored in, and the SHA-256 of that file's bytes."""
+
+    proto: Any
+    path: Path
+    sha256: str
+
+    @property
+    def card(self) -> ModelCard:
+        return card_of(self.proto, self.path)
+
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities from ONNX Runtime on the CPU for a preprocessed batch, through the runtime."""
+        from edgemlic.runtime.onnx_backend import OnnxBackend
+
+        with OnnxBackend(self.proto.SerializeToString(), device="cpu", name=str(self.path)) as backend:
+            return backend.infer(batch)
+
+
+def load_graph(path: str | Path) -> Graph:
+    """Read an ONNX file once: the parsed graph and the hash of the bytes it was parsed from."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgemlicError(f"{path}: ONNX model not found")
+    data = path.read_bytes()
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as e:
+        raise EdgemlicError(
+            f"{path}: not an ONNX model ({type(e).__name__}); give a file from `edgemlic export`"
+        ) from None
+    return Graph(proto, path, sha256_bytes(data))
+
+
+def write_graph(proto: Any, path: Path) -> Graph:
+    """Check a graph with the full ONNX checker, then write it as one file (no external data)."""
+    check_graph(proto, path)
+    data = proto.SerializeToString()
+    path.write_bytes(data)
+    return Graph(proto, path, sha256_bytes(data))
+
+
+def check_graph(proto: Any, path: Path) -> None:
+    """The full ONNX checker (with shape inference) on a graph in memory; `path` names it in errors."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise EdgemlicError(f"{path}: the exported graph fails the ONNX checker ({first_line(e)})") from None
+
+
+def card_of(proto: Any, path: str | Path) -> ModelCard:
+    """The model card in an onnx.ModelProto's metadata."""
+    return read_card_metadata({p.key: p.value for p in proto.metadata_props}, Path(path))
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The model card inside an exported ONNX file (onnx package only, no session, no torch)."""
+    return load_graph(path).card
+
+
+def set_card(model: Any, card: ModelCard) -> None:
+    """Store the card as JSON under CARD_METADATA_KEY in an onnx.ModelProto, replacing any old one."""
+    kept = [p for p in model.metadata_props if p.key != CARD_METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CARD_METADATA_KEY, card.to_json()
+
+
+def artifact_card(card: ModelCard, precision: str, checkpoint_sha256: str, **provenance: str) -> ModelCard:
+    """The card an exported artifact carries: precision set, provenance extended."""
+    return card.replace(
+        precision=precision,
+        provenance={
+            **card.provenance,
+            "checkpoint_sha256": checkpoint_sha256,
+            "precision": precision,
+            "edgemlic_version": __version__,
+            "opset": str(OPSET),
+            **provenance,
+        },
+    )
 
 
 def gate(
@@ -73,71 +167,6 @@ def gate_batch(images: Sequence[ImageSource] | None, card: ModelCard) -> np.ndar
     return preprocess_batch(sources, card.preprocessing)
 
 
-def run_onnx(path: str | Path, batch: np.ndarray) -> np.ndarray:
-    """Probabilities from ONNX Runtime on the CPU, through the runtime's own backend."""
-    from edgemlic.runtime.onnx_backend import OnnxBackend
-
-    with OnnxBackend(path, device="cpu") as backend:
-        return backend.infer(batch)
-
-
-def artifact_card(card: ModelCard, precision: str, checkpoint_sha256: str, **provenance: str) -> ModelCard:
-    """The card an exported artifact carries: precision set, provenance extended."""
-    return card.replace(
-        precision=precision,
-        provenance={
-            **card.provenance,
-            "checkpoint_sha256": checkpoint_sha256,
-            "precision": precision,
-            "edgemlic_version": __version__,
-            "opset": str(OPSET),
-            **provenance,
-        },
-    )
-
-
-def set_card(model: Any, card: ModelCard) -> None:
-    """Store the card as JSON under CARD_METADATA_KEY in an onnx.ModelProto, replacing any old one."""
-    kept = [p for p in model.metadata_props if p.key != CARD_METADATA_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = CARD_METADATA_KEY, card.to_json()
-
-
-def read_card(path: str | Path) -> ModelCard:
-    """The model card inside an exported ONNX file (onnx package only, no session, no torch)."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise EdgemlicError(f"{path}: ONNX model not found")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise EdgemlicError(
-            f"{path}: not an ONNX model ({type(e).__name__}); give a file from `edgemlic export`"
-        ) from None
-    metadata = {p.key: p.value for p in model.metadata_props}
-    if CARD_METADATA_KEY not in metadata:
-        raise EdgemlicError(
-            f"{path}: this ONNX model has no edgemlic model card; export it with `edgemlic export`"
-        )
-    return ModelCard.from_json(metadata[CARD_METADATA_KEY], f"{path} (model card)")
-
-
-def save_checked(model: Any, path: Path) -> None:
-    """Write a ModelProto as one file (no external data) and run the full ONNX checker on it."""
-    import onnx
-
-    onnx.save_model(model, str(path), save_as_external_data=False)
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        first = str(e).strip().splitlines()[0][:200]
-        raise EdgemlicError(f"{path}: the exported graph fails the ONNX checker ({first})") from None
-
-
 def with_sigmoid(model: Any) -> Any:
     """The network as exported: logits -> sigmoid, so the graph outputs probabilities."""
     import torch
@@ -145,23 +174,28 @@ def with_sigmoid(model: Any) -> Any:
     return torch.nn.Sequential(model, torch.nn.Sigmoid()).eval()
 
 
-def export_fp32(
-    model: Any, card: ModelCard, path: Path, gate_images: Sequence[ImageSource] | None = None
-) -> dict[str, Any]:
-    """Export `model` (logits out) to a single-file FP32 ONNX graph at `path`, gated against PyTorch.
+def pytorch_scores(model: Any, batch: np.ndarray) -> np.ndarray:
+    """The reference probabilities every gate compares with: the checkpoint's network in PyTorch."""
+    import torch
 
-    `card` is written as it is (precision and provenance already set). The caller passes a temporary
-    path and renames it on success, so a failed gate leaves nothing behind.
+    with torch.no_grad():
+        return with_sigmoid(model)(torch.from_numpy(batch)).numpy()
+
+
+def export_fp32(model: Any, card: ModelCard, path: Path) -> Graph:
+    """Export `model` (logits out) to a single-file FP32 ONNX graph at `path`, carrying `card` as it is.
+
+    The caller passes a temporary path, gates the graph and renames it on success, so a failed export
+    or gate leaves nothing behind.
     """
     import torch
 
-    net = with_sigmoid(model)
     size = card.preprocessing.input_size
     # Batch 2 for the example: torch.export specializes dimensions of size 0 and 1.
     example = torch.zeros(2, 3, size, size)
     try:
         program = torch.onnx.export(
-            net,
+            with_sigmoid(model),
             (example,),
             None,
             input_names=[INPUT_NAME],
@@ -172,15 +206,9 @@ def export_fp32(
             verbose=False,
         )
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise EdgemlicError(f"ONNX export of {card.architecture} failed ({first})") from None
+        raise EdgemlicError(f"ONNX export of {card.architecture} failed ({first_line(e)})") from None
     proto = program.model_proto
     assert [i.name for i in proto.graph.input] == [INPUT_NAME], proto.graph.input
     assert [o.name for o in proto.graph.output] == [OUTPUT_NAME], proto.graph.output
     set_card(proto, card)
-    save_checked(proto, path)
-
-    batch = gate_batch(gate_images, card)
-    with torch.no_grad():
-        expected = net(torch.from_numpy(batch)).numpy()
-    return gate(expected, run_onnx(path, batch), card, "pytorch")
+    return write_graph(proto, path)

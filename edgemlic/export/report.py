@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 
-def graph_summary(path: str | Path) -> dict[str, Any]:
-    """File size, node count, Q/DQ node counts and initializer element types of an ONNX file."""
+def graph_summary(model: Any, path: Path) -> dict[str, Any]:
+    """File size, node count, Q/DQ node counts and initializer element types of a written graph."""
     import onnx
 
-    model = onnx.load(str(path))
     ops = Counter(node.op_type for node in model.graph.node)
     dtypes = Counter(onnx.TensorProto.DataType.Name(t.data_type) for t in model.graph.initializer)
     return {
-        "size_bytes": Path(path).stat().st_size,
+        "size_bytes": path.stat().st_size,
         "nodes": len(model.graph.node),
         "quantize_linear": ops["QuantizeLinear"],
         "dequantize_linear": ops["DequantizeLinear"],

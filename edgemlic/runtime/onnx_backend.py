@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemlic.card import ModelCard
-from edgemlic.errors import EdgemlicError, import_optional
+from edgemlic.errors import EdgemlicError, first_line, import_optional
 from edgemlic.runtime.backend import Backend, parse_device
 
 CARD_METADATA_KEY = "edgemlic_card"
@@ -33,7 +33,7 @@ def _providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
     return ["CPUExecutionProvider"]
 
 
-def read_card(metadata: dict[str, str], path: Path) -> ModelCard:
+def read_card_metadata(metadata: dict[str, str], path: Path) -> ModelCard:
     """The card in an ONNX model's metadata map; a model without one is not an edgemlic export."""
     if CARD_METADATA_KEY not in metadata:
         raise EdgemlicError(
@@ -64,19 +64,27 @@ def check_io_against_card(
 class OnnxBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "auto", *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        device: str = "auto",
+        *,
+        threads: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        """`model` is an .onnx file or a serialized graph in memory (`name` then labels it in errors)."""
         ort = import_optional("onnxruntime")
-        path = Path(path)
+        path = Path(name or ("in-memory model" if isinstance(model, bytes) else model))
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         providers = _providers(device)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            source = model if isinstance(model, bytes) else str(model)
+            self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as e:
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise EdgemlicError(f"{path}: not a loadable ONNX model ({first})") from None
-        self.card = read_card(self.session.get_modelmeta().custom_metadata_map, path)
+            raise EdgemlicError(f"{path}: not a loadable ONNX model ({first_line(e, 160)})") from None
+        self.card = read_card_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise EdgemlicError(

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgemlic.card import ModelCard
 from edgemlic.checkpoint import load_model
 from edgemlic.errors import EdgemlicError
 from edgemlic.runtime.backend import Backend, parse_device
@@ -39,7 +40,7 @@ class TorchBackend(Backend):
 
     def __init__(
         self,
-        checkpoint: str | Path,
+        checkpoint: str | Path | tuple[torch.nn.Module, ModelCard],
         device: str = "auto",
         *,
         options: Collection[str] = (),
@@ -59,7 +60,8 @@ class TorchBackend(Backend):
                 f"PyTorch option {'+'.join(needs_gpu)} needs a CUDA GPU (device here: {self.device}); "
                 "run the eager variant on the CPU"
             )
-        model, card = load_model(checkpoint)
+        # A (model, card) pair that is already loaded is used as it is: nothing is read twice.
+        model, card = checkpoint if isinstance(checkpoint, tuple) else load_model(checkpoint)
         self.card = card.replace(precision="fp16") if "fp16" in self.options else card
         self.variant = variant_name(self.options)
         # Intra-op threads are process-wide in PyTorch: set for this backend's life, restored on close.
