@@ -7,13 +7,23 @@ import sys
 # Importing a command module registers its commands on `app`.
 from edgemlic.cli import analyze, bench, data, demo, engine, evaluate, export, parity, train  # noqa: F401
 from edgemlic.cli.app import app
-from edgemlic.errors import EdgemlicError
+from edgemlic.errors import EdgemlicError, missing_extra
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit code 1."""
+    """Console entry point: user errors, and a command whose extra is not installed, become one line
+    on stderr and exit code 1."""
     try:
         app(args=argv, prog_name="edgemlic")
     except EdgemlicError as e:
-        print(f"edgemlic: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _fail(e)
+    except ModuleNotFoundError as e:
+        error = missing_extra(e.name or "")
+        if error is None:
+            raise
+        _fail(error)
+
+
+def _fail(error: Exception) -> None:
+    print(f"edgemlic: error: {error}", file=sys.stderr)
+    sys.exit(1)

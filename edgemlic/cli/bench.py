@@ -29,42 +29,50 @@ def _f(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def bench_table(cells, title: str) -> tuple[Table, list[str]]:
-    """One row per cell, and the notes naming why failed cells did not run (one line per artifact)."""
+def print_cells(cells, title: str) -> None:
+    """The cells grouped by artifact: one heading line each, then a narrow table of its batch sizes.
+
+    Names stay whole in an 80-column terminal; a cell that could not run shows its reason instead.
+    """
+    from itertools import groupby
+
     from rich import box
 
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column, width in (("artifact", 12), ("backend", 8), ("precision", 4)):
-        table.add_column(column, overflow="fold", min_width=width)
-    for column in ("batch", "MB", "micro-F1", "p50", "p90", "p99", "img/s", "speed-up"):
-        table.add_column(column, justify="right", min_width=5)
-    notes: dict[str, int] = {}
-    for cell in cells:
-        kind = cell.variant if cell.backend == "pytorch" and cell.variant != "eager" else cell.precision
-        row = [
-            Path(cell.artifact).name,
-            f"{cell.backend} {cell.device}",
-            kind,
-            str(cell.batch),
-            _f(cell.size_mb, ".1f"),
-        ]
-        if cell.error:
-            note = notes.setdefault(
-                f"{Path(cell.artifact).name} ({cell.variant}): {cell.error}", len(notes) + 1
-            )
-            table.add_row(*row, "-", f"[red]\\[{note}][/red]", "", "", "", "")
+    console.print(title, markup=False)
+    for (artifact, variant), group in groupby(cells, key=lambda c: (c.artifact, c.variant)):
+        group = list(group)
+        first = group[0]
+        kind = variant if first.backend == "pytorch" and variant != "eager" else first.precision
+        facts = [f"{first.backend} {kind} on {first.device}", _f(first.size_mb, ".1f") + " MB"]
+        if first.micro_f1 is not None:
+            facts.append(f"micro-F1 {first.micro_f1:.4f}")
+        console.print()
+        errors = {cell.error for cell in group if cell.error}
+        if len(errors) == 1 and all(cell.error for cell in group):  # it did not open
+            console.print(f"{Path(artifact).name}: {first.backend}", markup=False, highlight=False)
+            console.print(f"  cannot run: {errors.pop()}", markup=False, highlight=False)
             continue
-        speedup = _f(cell.speedup_vs_pytorch, ".2f") + ("x" if cell.speedup_vs_pytorch else "")
-        table.add_row(
-            *row,
-            _f(cell.micro_f1, ".4f"),
-            _f(cell.p50_ms, ".2f"),
-            _f(cell.p90_ms, ".2f"),
-            _f(cell.p99_ms, ".2f"),
-            _f(cell.images_per_s, ".1f"),
-            speedup,
-        )
-    return table, [f"[{number}] {text}" for text, number in notes.items()]
+        console.print(f"{Path(artifact).name}: {', '.join(facts)}", markup=False, highlight=False)
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        for column in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "vs PyTorch"):
+            table.add_column(column, justify="right", no_wrap=True)
+        for cell in group:
+            if cell.error:
+                table.add_row(str(cell.batch), "-", "-", "-", "-", "-")
+                continue
+            speedup = _f(cell.speedup_vs_pytorch, ".2f") + ("x" if cell.speedup_vs_pytorch else "")
+            table.add_row(
+                str(cell.batch),
+                _f(cell.p50_ms, ".2f"),
+                _f(cell.p90_ms, ".2f"),
+                _f(cell.p99_ms, ".2f"),
+                _f(cell.images_per_s, ".1f"),
+                speedup,
+            )
+        console.print(table)
+        for cell in group:
+            if cell.error:
+                console.print(f"  batch {cell.batch}: {cell.error}", markup=False, highlight=False)
 
 
 @app.command()
@@ -119,10 +127,7 @@ def bench(
     )
     env = report.environment
     machine = f"{env['cpu']} ({env['usable_cores']} cores)" + (f", {env['gpu']}" if env["gpu"] else "")
-    table, notes = bench_table(report.cells, f"{mode} mode, ms per batch, on {machine}")
-    console.print(table)
-    for note in notes:
-        console.print(note, markup=False, highlight=False)
+    print_cells(report.cells, f"{mode} mode on {machine}")
     if json_path:
         write_json(json_path, report.to_dict())
         console.print(f"results written to {json_path}")

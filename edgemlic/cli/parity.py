@@ -1,4 +1,4 @@
-"""`edgemlic parity`: exported artifacts against their PyTorch checkpoint, with budgets that gate."""
+"""`edgemlic parity`: artifacts against a reference (their checkpoint or an exported model), with budgets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from edgemlic.cli.app import app, console
 
@@ -17,13 +17,40 @@ def _f(value: float | None, digits: int = 4) -> str:
 
 
 def _delta(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.4f}"
+    return "" if value is None else f" ({value:+.4f})"
 
 
-def _short(artifact: str) -> str:
-    """The file and its folder: enough to tell model.int8.onnx of two export folders apart."""
-    path = Path(artifact)
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+def print_report(report) -> None:
+    """The reference's figures, then a short block per artifact; stays readable in 80 columns."""
+    ref = report.reference
+    console.print(
+        f"parity on {report.split}: {report.images} images x {len(report.classes)} classes",
+        markup=False,
+        highlight=False,
+    )
+    console.print(
+        f"reference {Path(ref.artifact).name} ({ref.backend} {ref.precision}): micro-F1 "
+        f"{_f(ref.comparison.micro_f1)}, Jaccard {_f(ref.comparison.jaccard)}, mAP {_f(ref.comparison.mAP)}",
+        markup=False,
+        highlight=False,
+    )
+    for row in report.artifacts:
+        c = row.comparison
+        verdict = "[green]pass[/green]" if row.passed else "[red]FAIL[/red]"
+        console.print()
+        console.print(f"{escape(Path(row.artifact).name)} ({row.backend} {row.precision}): {verdict}")
+        console.print(
+            f"  micro-F1 {_f(c.micro_f1)}{_delta(c.delta_micro_f1)}  Jaccard {_f(c.jaccard)}"
+            f"{_delta(c.delta_jaccard)}  mAP {_f(c.mAP)}{_delta(c.delta_mAP)}",
+            markup=False,
+            highlight=False,
+        )
+        console.print(
+            f"  flips {100 * c.flip_rate:.2f}%  max |dp| {c.max_abs_diff:.1e}  "
+            f"mean |dp| {c.mean_abs_diff:.1e}",
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command()
@@ -64,60 +91,7 @@ def parity(
         max_abs_diff=max_abs_diff,
     )
     report = run_parity(reference, artifacts, coco_root, split, budgets, threshold, device, batch_size)
-    from rich import box
-
-    table = Table(
-        title=f"parity on {split} ({report.images} images x {len(report.classes)} classes)",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    table.add_column("artifact", overflow="fold", min_width=12)
-    table.add_column("prec", min_width=4)
-    for column in (
-        "micro-F1",
-        "dF1",
-        "Jaccard",
-        "dJacc",
-        "mAP",
-        "dmAP",
-        "flips",
-        "max|dp|",
-        "mean|dp|",
-        "verdict",
-    ):
-        table.add_column(column, justify="right", no_wrap=True)
-    ref = report.reference
-    table.add_row(
-        f"{_short(ref.artifact)} ({ref.backend})",
-        ref.precision,
-        _f(ref.comparison.micro_f1),
-        "",
-        _f(ref.comparison.jaccard),
-        "",
-        _f(ref.comparison.mAP),
-        "",
-        "",
-        "",
-        "",
-        "reference",
-    )
-    for row in report.artifacts:
-        c = row.comparison
-        table.add_row(
-            _short(row.artifact),
-            row.precision,
-            _f(c.micro_f1),
-            _delta(c.delta_micro_f1),
-            _f(c.jaccard),
-            _delta(c.delta_jaccard),
-            _f(c.mAP),
-            _delta(c.delta_mAP),
-            _f(c.flip_rate),
-            f"{c.max_abs_diff:.1e}",
-            f"{c.mean_abs_diff:.1e}",
-            "[green]pass[/green]" if row.passed else "[red]FAIL[/red]",
-        )
-    console.print(table)
+    print_report(report)
     if json_path:
         write_json(json_path, report.to_dict())
         console.print(f"parity report written to {json_path}")

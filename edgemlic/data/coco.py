@@ -1,14 +1,12 @@
 """COCO-format datasets as multilabel samples: an image path and a multi-hot target per image.
 
-The annotation file is validated here before pycocotools sees it, so a bad file gives a one-line
+The annotation file is validated here before it is indexed, so a bad file gives a one-line
 `EdgemlicError` naming the file and the record, never an assert or a KeyError from deep inside.
 Image files are not opened at load time; `edgemlic data check` does that.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -168,32 +166,29 @@ def load_coco_split(
     root: Path, split: str, categories: Sequence[str] | None = None, keep_negatives: bool = False
 ) -> CocoSplit:
     """Read a split's images and labels; by default only images with a chosen category are kept."""
-    from pycocotools.coco import COCO
-
     annotation_file, image_dir = split_paths(root, split)
     dataset = read_annotation_file(annotation_file)
     _check_consistency(annotation_file, dataset)
 
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress lines
-        coco.createIndex()
-
-    by_name = {c["name"]: c["id"] for c in coco.loadCats(sorted(coco.getCatIds()))}
+    by_name = {c["name"]: c["id"] for c in sorted(dataset["categories"], key=lambda c: c["id"])}
     classes = _choose_categories(annotation_file, list(by_name), categories)
     column = {by_name[name]: i for i, name in enumerate(classes)}
+    # The index pycocotools' COCO.createIndex builds, for the one question asked of it here (a test
+    # checks the labels against pycocotools): which chosen categories each image holds. Crowd
+    # annotations count as present: the object is in the image, just not outlined one by one.
+    present: dict[Any, set[int]] = {}
+    for ann in dataset["annotations"]:
+        if ann["category_id"] in column:
+            present.setdefault(ann["image_id"], set()).add(column[ann["category_id"]])
 
     image_dir = image_dir.resolve()
     samples = []
-    for image_id in sorted(coco.getImgIds()):
+    for image in sorted(dataset["images"], key=lambda record: record["id"]):
         target = np.zeros(len(classes), dtype=np.float32)
-        # Crowd annotations count as present: the object is in the image, just not outlined one by one.
-        for ann in coco.imgToAnns[image_id]:
-            if ann["category_id"] in column:
-                target[column[ann["category_id"]]] = 1.0
+        target[sorted(present.get(image["id"], ()))] = 1.0
         if keep_negatives or target.any():
             target.flags.writeable = False
-            samples.append(Sample(image_dir / coco.imgs[image_id]["file_name"], image_id, target))
+            samples.append(Sample(image_dir / image["file_name"], image["id"], target))
     if not samples and keep_negatives:
         raise EdgemlicError(f"{annotation_file}: split {split!r} lists no images; give a split that has some")
     if not samples:

@@ -1,0 +1,131 @@
+"""A deployment install: the project with the ONNX Runtime extra only, in a fresh virtual environment.
+
+This is what a Jetson gets (`pip install edgemlic[onnx]`, no torch): predict, bench and parity on
+exported models work, and commands that need the training stack say which extra installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemlic.export import export_model
+from edgemlic.runtime import Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory) -> Path:
+    """bin/ of a fresh venv holding `pip install .[onnx]` and nothing else."""
+    folder = tmp_path_factory.mktemp("deploy")
+    source, venv = folder / "source", folder / "venv"  # a copy: the build writes beside its source
+    shutil.copytree(ROOT / "edgemlic", source / "edgemlic", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    _run([sys.executable, "-m", "venv", venv])
+    _run(
+        [
+            venv / "bin" / "python",
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"{source}[onnx]",
+        ]
+    )
+    return venv / "bin"
+
+
+@pytest.fixture(scope="module")
+def models(tiny_checkpoint, synth_root, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("deploy-models")
+    fp32 = export_model(tiny_checkpoint, out, "fp32").path
+    int8 = export_model(
+        tiny_checkpoint, out, "int8", calibration_data=synth_root, calibration_count=16, int8_target="cpu"
+    ).path
+    return {"fp32": fp32, "int8": int8}
+
+
+@pytest.mark.slow
+def test_deployment_has_no_torch_and_runs_exported_models(deployment, models, val_images, synth_root):
+    missing = _run([deployment / "python", "-c", "import torch"], check=False)
+    assert missing.returncode != 0 and "No module named 'torch'" in missing.stderr
+
+    predicted = json.loads(
+        _run([deployment / "edgemlic", "predict", models["fp32"], *val_images[:3], "--json"]).stdout
+    )
+    with Predictor(models["fp32"], device="cpu") as predictor:
+        expected = predictor.predict(val_images[:3])
+    assert [p["image"] for p in predicted] == [str(p) for p in val_images[:3]]
+    for got, want in zip(predicted, expected, strict=True):
+        assert got["labels"] == want.labels
+        np.testing.assert_allclose(list(got["scores"].values()), list(want.scores.values()), atol=1e-5)
+
+    bench = _run(
+        [
+            deployment / "edgemlic",
+            "bench",
+            models["int8"],
+            "--batch-sizes",
+            "1,2",
+            "--iters",
+            "3",
+            "--json",
+            models["int8"].with_suffix(".bench.json"),
+        ]
+    )
+    cells = json.loads(models["int8"].with_suffix(".bench.json").read_text())["cells"]
+    assert [(c["backend"], c["batch"], c["error"]) for c in cells] == [
+        ("onnxruntime", 1, None),
+        ("onnxruntime", 2, None),
+    ]
+    assert all(c["images_per_s"] > 0 for c in cells) and "model.int8-cpu.onnx" in bench.stdout
+
+    parity = _run(
+        [
+            deployment / "edgemlic",
+            "parity",
+            models["fp32"],
+            models["int8"],
+            "--coco-root",
+            synth_root,
+            "--split",
+            "val2017",
+        ],
+        check=False,
+    )
+    assert (
+        parity.returncode in (0, 1)
+        and "model.int8-cpu.onnx" in parity.stdout
+        and "reference" in parity.stdout
+    )
+
+
+@pytest.mark.slow
+def test_commands_that_need_torch_name_the_extra(deployment, tiny_checkpoint, synth_root, val_images):
+    assert _run([deployment / "edgemlic", "predict", "--help"]).returncode == 0
+    for args in (
+        ["train", "--coco-root", synth_root],
+        ["predict", tiny_checkpoint, val_images[0]],
+        ["export", tiny_checkpoint],
+    ):
+        result = _run([deployment / "edgemlic", *args], check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            "edgemlic: error: this needs torch, which is not installed here: pip install 'edgemlic[train]'"
+        ], args
