@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,27 +60,56 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs TensorRT; `import tensorrt` failed"))
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """best.pt of a resnet_tiny trained for a few real steps at 32 px on the generated dataset."""
-    from edgemlic.train import TrainConfig, train
+def _tiny_config(root: Path, out: Path, **overrides: Any):
+    """The training config every test starts from: resnet_tiny at 32 px on the CPU, a few real steps."""
+    from edgemlic.train import TrainConfig
 
-    run = tmp_path_factory.mktemp("tiny_run")
-    config = TrainConfig(
-        coco_root=str(synth_root),
-        out_dir=str(run),
+    settings = dict(
+        coco_root=str(root),
+        out_dir=str(out),
         arch="resnet_tiny",
         weights="none",
         input_size=32,
         resize_size=36,
-        epochs=3,
+        epochs=2,
         batch_size=8,
         lr=0.05,
         head_lr_mult=1.0,
         workers=0,
         device="cpu",
     )
-    return train(config, progress=False)
+    return TrainConfig(**(settings | overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """`tiny_config(root, out, **overrides)` -> TrainConfig: one factory for every test that trains."""
+    return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """best.pt of a resnet_tiny trained for a few real steps at 32 px on the generated dataset."""
+    from edgemlic.train import train
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    return train(_tiny_config(synth_root, run, epochs=3), progress=False)
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """model.fp32.onnx, model.fp16.onnx and the INT8 graphs (TensorRT and CPU forms) of tiny_checkpoint,
+    written by `edgemlic export` (calibrated on 16 generated images); treat as read-only."""
+    from edgemlic.export import export_model
+
+    out = tmp_path_factory.mktemp("exported")
+    calibration = {"calibration_data": synth_root, "calibration_count": 16, "cache_dir": out / "cache"}
+    return {
+        "fp32": export_model(tiny_checkpoint, out, "fp32").path,
+        "fp16": export_model(tiny_checkpoint, out, "fp16").path,
+        "int8": export_model(tiny_checkpoint, out, "int8", **calibration).path,
+        "int8-cpu": export_model(tiny_checkpoint, out, "int8", int8_target="cpu", **calibration).path,
+    }
 
 
 @pytest.fixture(scope="session")

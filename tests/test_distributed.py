@@ -9,33 +9,24 @@ import torch
 from edgemlic.checkpoint import load_checkpoint
 from edgemlic.distributed import World, join, per_rank_batch
 from edgemlic.errors import EdgemlicError
-from edgemlic.train import TrainConfig, train, train_on_processes
+from edgemlic.train import train, train_on_processes
 
 
-def config(root, out, **overrides):
-    settings = dict(
-        coco_root=str(root),
-        out_dir=str(out),
-        arch="resnet_tiny_gn",
-        weights="none",
-        input_size=32,
-        resize_size=36,
-        epochs=1,
-        batch_size=8,
-        max_steps=4,
-        val_every=2,
-        lr=0.05,
-        head_lr_mult=1.0,
-        workers=0,
-        device="cpu",
-    )
-    return TrainConfig(**(settings | overrides))
+@pytest.fixture
+def gn_config(tiny_config):
+    """The tiny config with GroupNorm (per-process BatchNorm statistics would differ) and a few steps."""
+
+    def make(root, out, **overrides):
+        settings = dict(arch="resnet_tiny_gn", epochs=1, max_steps=4, val_every=2)
+        return tiny_config(root, out, **(settings | overrides))
+
+    return make
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(synth_root, tmp_path):
-    train(config(synth_root, tmp_path / "one"), progress=False)
-    best = train_on_processes(config(synth_root, tmp_path / "two"), nproc=2)
+def test_two_processes_match_one(synth_root, tmp_path, gn_config):
+    train(gn_config(synth_root, tmp_path / "one"), progress=False)
+    best = train_on_processes(gn_config(synth_root, tmp_path / "two"), nproc=2)
     assert best == tmp_path / "two" / "best.pt"
     one, two = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
     assert two["world_size"] == 2 and one["world_size"] == 1
@@ -59,9 +50,9 @@ def test_torchrun_entry_point(synth_root, tmp_path):
     assert load_checkpoint(out / "last.pt")["world_size"] == 2
 
 
-def test_batch_must_split_evenly(synth_root, tmp_path):
+def test_batch_must_split_evenly(synth_root, tmp_path, gn_config):
     with pytest.raises(EdgemlicError, match="split evenly over 2 processes"):
-        train_on_processes(config(synth_root, tmp_path / "r", batch_size=7), nproc=2)
+        train_on_processes(gn_config(synth_root, tmp_path / "r", batch_size=7), nproc=2)
     assert per_rank_batch(8, World(size=4)) == 2
 
 

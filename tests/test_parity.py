@@ -17,7 +17,7 @@ from edgemlic.export.onnx import set_card
 from edgemlic.images import preprocess_batch
 from edgemlic.parity import DEFAULT_BUDGETS, budgets_with_overrides, run_parity
 from edgemlic.runtime.onnx_backend import OnnxBackend
-from edgemlic.train import TrainConfig, train
+from edgemlic.train import train
 
 RECORD_KEYS = {
     "micro_f1",
@@ -39,30 +39,22 @@ RECORD_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def learned_checkpoint(synth_root, tmp_path_factory):
+def learned_checkpoint(synth_root, tmp_path_factory, tiny_config):
     """A resnet_tiny that has learned the generated training split: micro-F1 1.0 there, confident scores.
 
     Parity runs on that split so that every lost decision is the artifact's doing; the INT8 graphs
     calibrate on the validation split, so calibration and parity images are disjoint.
     """
     run = tmp_path_factory.mktemp("learned")
-    config = TrainConfig(
-        coco_root=str(synth_root),
-        out_dir=str(run),
-        arch="resnet_tiny",
-        weights="none",
-        input_size=32,
-        resize_size=36,
+    config = tiny_config(
+        synth_root,
+        run,
         epochs=30,
-        batch_size=8,
         lr=3e-3,
         optimizer="adamw",
         schedule="cosine",
-        head_lr_mult=1.0,
         rotation=0.0,
         patience=1000,
-        workers=0,
-        device="cpu",
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(
@@ -286,19 +278,12 @@ def test_command_bad_artifact_is_one_stderr_line(learned_checkpoint, synth_root,
 
 
 @pytest.mark.coco_mini
-def test_coco_mini_fp32_passes_and_records_fp16_int8(coco_mini, tmp_path):
-    config = TrainConfig(
-        coco_root=str(coco_mini),
-        out_dir=str(tmp_path / "run"),
+def test_coco_mini_fp32_passes_and_records_fp16_int8(coco_mini, tmp_path, tiny_config):
+    config = tiny_config(
+        coco_mini,
+        tmp_path / "run",
         categories=DEFAULT_CATEGORIES,
-        arch="resnet_tiny",
-        weights="none",
-        input_size=32,
-        resize_size=36,
         max_steps=2,
-        batch_size=8,
-        workers=0,
-        device="cpu",
     )
     checkpoint = train(config, progress=False)
     out = tmp_path / "export"

@@ -13,25 +13,7 @@ from edgemlic.distributed import World
 from edgemlic.errors import EdgemlicError
 from edgemlic.losses import create_loss
 from edgemlic.models import create_model
-from edgemlic.train import TrainConfig, evaluate, train
-
-
-def tiny_config(root, out, **overrides) -> TrainConfig:
-    settings = dict(
-        coco_root=str(root),
-        out_dir=str(out),
-        arch="resnet_tiny",
-        weights="none",
-        input_size=32,
-        resize_size=36,
-        epochs=2,
-        batch_size=8,
-        lr=0.05,
-        head_lr_mult=1.0,
-        workers=0,
-        device="cpu",
-    )
-    return TrainConfig(**(settings | overrides))
+from edgemlic.train import evaluate, train
 
 
 def read_metrics(run_dir):
@@ -43,7 +25,7 @@ def final_weights(run_dir):
     return load_checkpoint(run_dir / "last.pt")["model"]
 
 
-def test_run_directory_holds_everything(synth_root, tmp_path):
+def test_run_directory_holds_everything(synth_root, tmp_path, tiny_config):
     best = train(tiny_config(synth_root, tmp_path / "run", val_every=3), progress=False)
     run = tmp_path / "run"
     assert best == run / "best.pt"
@@ -62,7 +44,7 @@ def test_run_directory_holds_everything(synth_root, tmp_path):
     assert load_checkpoint(best)["train_state"]["step"] == int(rows[int(np.argmin(losses))]["step"])
 
 
-def test_same_seed_same_weights(synth_root, tmp_path):
+def test_same_seed_same_weights(synth_root, tmp_path, tiny_config):
     a = final_weights(train(tiny_config(synth_root, tmp_path / "a", max_steps=4), progress=False).parent)
     b = final_weights(train(tiny_config(synth_root, tmp_path / "b", max_steps=4), progress=False).parent)
     c = final_weights(
@@ -72,7 +54,7 @@ def test_same_seed_same_weights(synth_root, tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_interrupted_run_resumes_to_the_same_weights(synth_root, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_weights(synth_root, tmp_path, monkeypatch, tiny_config):
     """Kill training mid-epoch after a checkpoint, resume, and land on the uninterrupted run's weights."""
     config = dict(val_every=4, epochs=2)
     reference = final_weights(
@@ -100,7 +82,7 @@ def test_interrupted_run_resumes_to_the_same_weights(synth_root, tmp_path, monke
         torch.testing.assert_close(resumed[k], reference[k], rtol=0, atol=0, msg=k)
 
 
-def test_training_lowers_the_loss_on_its_data(synth_root, tmp_path):
+def test_training_lowers_the_loss_on_its_data(synth_root, tmp_path, tiny_config):
     """The trained weights fit the training images better than the initial ones (same seed, same init)."""
     config = tiny_config(
         synth_root, tmp_path / "run", arch="resnet_tiny_gn", epochs=4, rotation=0.0, hflip=False
@@ -120,7 +102,7 @@ def test_training_lowers_the_loss_on_its_data(synth_root, tmp_path):
     assert after < 0.9 * before  # measured 0.52 vs 0.70; a loop that does not learn stays near 1.0
 
 
-def test_early_stopping_after_patience(synth_root, tmp_path):
+def test_early_stopping_after_patience(synth_root, tmp_path, tiny_config):
     # lr 0 never improves after the first validation: patience 2 stops at the third.
     run = tmp_path / "run"
     train(tiny_config(synth_root, run, lr=1e-12, val_every=1, patience=2, epochs=5), progress=False)
@@ -128,7 +110,7 @@ def test_early_stopping_after_patience(synth_root, tmp_path):
     assert len(rows) == 3
 
 
-def test_existing_run_is_not_overwritten(synth_root, tmp_path):
+def test_existing_run_is_not_overwritten(synth_root, tmp_path, tiny_config):
     run = tmp_path / "run"
     train(tiny_config(synth_root, run, max_steps=2), progress=False)
     before = (run / "last.pt").read_bytes()
@@ -137,7 +119,7 @@ def test_existing_run_is_not_overwritten(synth_root, tmp_path):
     assert (run / "last.pt").read_bytes() == before
 
 
-def test_finished_run_cannot_resume(synth_root, tmp_path):
+def test_finished_run_cannot_resume(synth_root, tmp_path, tiny_config):
     run = tmp_path / "run"
     train(tiny_config(synth_root, run, max_steps=2), progress=False)
     with pytest.raises(EdgemlicError, match="already finished"):

@@ -64,6 +64,11 @@ def build(
         parity_images=_parity_images(parity_images),
         force=force,
     )
+    print_build(result)
+
+
+def print_build(result) -> None:
+    """What `engine build` (and `export --engine`) report about a BuildResult."""
     if result.reused:
         typer.echo(f"{result.engine} is up to date (same ONNX, TensorRT, GPU, profile and flags); reused")
         return
@@ -95,14 +100,16 @@ def recipes(
     from edgemlic.export.recipes import write_recipes
     from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
 
-    written = write_recipes(
+    recipes = write_recipes(
         onnx,
         out,
         BuildProfile(min_batch, opt_batch, max_batch),
         BuildFlags(workspace_mb, dla_core, version_compatible),
     )
-    for path in written:
+    for path in recipes.written:
         typer.echo(str(path))
+    for major, reason in recipes.skipped.items():
+        typer.echo(f"no TensorRT {major} build script: {reason}")
 
 
 @engine_app.command("inspect")

@@ -64,6 +64,7 @@ def export(
         write_json(json_path, result.report)
         console.print(f"report written to {json_path}", soft_wrap=True, markup=False)
     if engine:
-        from edgemlic.cli.engine import build
+        from edgemlic.cli.engine import print_build
+        from edgemlic.export.tensorrt import build_engine
 
-        build(result.path)
+        print_build(build_engine(result.path))

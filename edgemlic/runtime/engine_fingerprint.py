@@ -29,8 +29,9 @@ from edgemlic.io import sha256_bytes, sha256_file
 FINGERPRINT_FORMAT_VERSION = 1
 FINGERPRINT_SUFFIX = ".json"
 TEGRA_RELEASE_FILE = Path("/etc/nv_tegra_release")
-L4T_TO_JETPACK = {"32": "4.x", "35": "5.x", "36": "6.x", "38": "7.x"}
-"""L4T major release -> JetPack generation (JetPack 6 = L4T R36, JetPack 7 = L4T R38)."""
+L4T_TO_JETPACK = {"32": "4.x", "35": "5.x", "36": "6.x", "38": "7.x", "39": "7.x"}
+"""L4T major release -> JetPack generation: JetPack 6 = R36 (Orin, TensorRT 10.3), JetPack 7.0/7.1 = R38
+(Thor, TensorRT 10.13), JetPack 7.2 = R39 (Orin and Thor, TensorRT 10.16)."""
 
 
 @dataclass(frozen=True)
@@ -262,40 +263,9 @@ def parse_l4t_release(text: str) -> tuple[str | None, str | None]:
 
 
 def probe_environment(tensorrt_version: str, device: int = 0) -> Environment:
-    """Facts about this machine's CUDA GPU `device`, read with cuda-python (cuda.bindings)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        raise EdgemlicError(
-            "cuda-python is not installed; pip install cuda-bindings matching the CUDA major version "
-            "(JetPack 6: cuda-bindings 12.x)"
-        ) from None
-    err, count = cudart.cudaGetDeviceCount()
-    driver = cudart.cudaDriverGetVersion()[1]
-    if err == cudart.cudaError_t.cudaErrorInsufficientDriver and driver:
-        raise EdgemlicError(
-            f"cuda-python is built for CUDA {_cuda_version(cudart.cudaRuntimeGetVersion()[1])}, the driver "
-            f"supports CUDA {_cuda_version(driver)}; install cuda-bindings of the driver's major version "
-            "(JetPack 6: cuda-bindings 12.x)"
-        )
-    if err != cudart.cudaError_t.cudaSuccess or count == 0:
-        reason = (
-            cudart.cudaGetErrorString(err)[1].decode()
-            if err != cudart.cudaError_t.cudaSuccess
-            else "none found"
-        )
-        raise EdgemlicError(
-            f"no CUDA GPU is available ({reason}); TensorRT engines need an NVIDIA GPU and driver: run on "
-            "the device, or use the .onnx model with --device cpu"
-        )
-    if not 0 <= device < count:
-        raise EdgemlicError(f"CUDA device {device} does not exist; this machine has {count} (0..{count - 1})")
-    err, prop = cudart.cudaGetDeviceProperties(device)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise EdgemlicError(f"cannot read the properties of CUDA device {device} ({err})")
-    name = (
-        prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
-    )
+    """Facts about this machine's CUDA GPU `device`, read through the CUDA runtime Polygraphy loads."""
+    from edgemlic.runtime import nvidia
+
     l4t, jetpack = (
         parse_l4t_release(TEGRA_RELEASE_FILE.read_text(errors="replace"))
         if TEGRA_RELEASE_FILE.is_file()
@@ -303,17 +273,9 @@ def probe_environment(tensorrt_version: str, device: int = 0) -> Environment:
     )
     return Environment(
         tensorrt=tensorrt_version,
-        cuda_runtime=_cuda_version(cudart.cudaRuntimeGetVersion()[1]),
-        cuda_driver=_cuda_version(driver),
-        gpu_name=name,
-        compute_capability=f"{prop.major}.{prop.minor}",
+        **nvidia.device_facts(device),
         machine=platform.machine(),
         system=f"{platform.system()} {platform.release()}",
         l4t=l4t,
         jetpack=jetpack,
     )
-
-
-def _cuda_version(encoded: int) -> str:
-    """CUDA encodes 12.6 as 12060."""
-    return f"{encoded // 1000}.{encoded % 1000 // 10}"

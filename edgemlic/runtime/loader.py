@@ -48,12 +48,14 @@ def load_backend(
     threads: int | None = None,
     torch_options: Collection[str] = (),
     library: str | None = None,
+    contexts: int | None = None,
 ) -> Backend:
     """Open a checkpoint (.pt or run folder), ONNX model (.onnx) or TensorRT engine (.engine).
 
     `device` is auto, cpu, cuda or cuda:N for every kind (an engine refuses cpu: it has no CPU form).
     `threads` sets the CPU intra-op threads of PyTorch and ONNX Runtime; `torch_options` tune a
-    checkpoint (see TORCH_OPTIONS); `library` chooses who runs an .onnx (default ONNX Runtime).
+    checkpoint (see TORCH_OPTIONS); `library` chooses who runs an .onnx (default ONNX Runtime);
+    `contexts` bounds a TensorRT engine's execution contexts (threads beyond it wait for one).
     """
     path = Path(artifact)
     kind = artifact_kind(path)
@@ -63,6 +65,8 @@ def load_backend(
         raise EdgemlicError(f"{path}: PyTorch options apply to checkpoints only, not to an {kind} artifact")
     if library is not None and library not in ONNX_LIBRARIES:
         raise EdgemlicError(f"unknown inference library {library!r}; choose {', '.join(ONNX_LIBRARIES)}")
+    if contexts is not None and kind != "engine":
+        raise EdgemlicError(f"{path}: execution contexts apply to TensorRT engines only")
     if library is not None and kind != "onnx":
         raise EdgemlicError(f"{path}: --backend {library} runs .onnx models only")
     if kind == "checkpoint":
@@ -74,6 +78,6 @@ def load_backend(
         from edgemlic.runtime.onnx_backend import OnnxBackend
 
         return OnnxBackend(path, device, threads=threads)
-    from edgemlic.runtime.tensorrt_backend import TensorRTBackend
+    from edgemlic.runtime.tensorrt_backend import DEFAULT_CONTEXTS, TensorRTBackend
 
-    return TensorRTBackend(path, device)
+    return TensorRTBackend(path, device, contexts=contexts or DEFAULT_CONTEXTS)

@@ -1,25 +1,34 @@
-"""TensorRT backend: runs a fingerprinted `.engine` with TensorRT and cuda-python alone (no torch).
+"""TensorRT backend: runs a fingerprinted `.engine` through Polygraphy's TrtRunner (no torch needed).
 
-Before TensorRT reads a byte of the engine (deserializing an engine is loading executable code), the
-fingerprint beside it is checked: the file must hash to it and have been built for this TensorRT and
-GPU. Inference uses the name-based I/O API (set_input_shape / set_tensor_address /
-execute_async_v3) with pinned host buffers, one execution context and CUDA stream per thread, and
-splits batches larger than the engine's profile into chunks.
+Opening an engine, in this order:
+1. the fingerprint beside it is read and the file's bytes must hash to it (deserializing an engine is
+   loading executable code, so TensorRT never sees bytes that were not fingerprinted);
+2. this machine's TensorRT and GPU must be the ones it was built for;
+3. the CUDA device is made current and, for a DLA engine, the runtime's DLA core is set: both act
+   only on engines deserialized after them;
+4. the engine is deserialized.
+
+Inference runs on a bounded pool of execution contexts. Each Polygraphy runner holds one context,
+one stream and its buffers, and serves one thread at a time; a thread takes a free runner or waits,
+so a server with a thread per request holds at most `contexts` of them on the device. Batches larger
+than the engine's profile are split into chunks, and a last chunk smaller than its minimum is padded.
 """
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
+import queue
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError
-from edgemlic.runtime.backend import Backend
+from edgemlic.runtime import nvidia
+from edgemlic.runtime.backend import Backend, parse_device
 from edgemlic.runtime.engine_fingerprint import (
     check_compatibility,
     load_fingerprint,
@@ -28,31 +37,20 @@ from edgemlic.runtime.engine_fingerprint import (
     verify_engine_file,
 )
 
+DEFAULT_CONTEXTS = 2
+"""Execution contexts per engine: two let a request run while the next one's copies start."""
 
-def import_tensorrt() -> Any:
-    """`import tensorrt`, or a one-line error saying where to get it."""
-    try:
-        import tensorrt
-    except ImportError:
-        raise EdgemlicError(
-            "TensorRT is not installed (import tensorrt failed); install it on the device (JetPack ships it: "
-            "make the venv with --system-site-packages, or pip install tensorrt on x86), or run the .onnx "
-            "model with ONNX Runtime instead"
-        ) from None
-    return tensorrt
+T = TypeVar("T")
 
 
-def parse_device(device: str) -> int:
+def gpu_index(device: str) -> int:
     """CUDA device index for "auto", "cuda" or "cuda:N"; TensorRT never runs on the CPU."""
-    if device in ("auto", "cuda"):
-        return 0
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return int(device[5:])
-    if device == "cpu":
+    kind, index = parse_device(device)
+    if kind == "cpu":
         raise EdgemlicError(
             "a TensorRT engine runs on the GPU only; use --device cuda, or the .onnx model on cpu"
         )
-    raise EdgemlicError(f"unknown device {device!r}; use auto, cuda or cuda:N for a TensorRT engine")
+    return index or 0
 
 
 def plan_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, int]]:
@@ -67,180 +65,138 @@ def plan_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, 
     ]
 
 
-@dataclass(frozen=True)
-class _TensorSpec:
-    name: str
-    dtype: np.dtype
-    shape: tuple[int, ...]  # without the batch dimension
+class ContextPool(Generic[T]):
+    """At most `size` items made by `make` on demand, each lent to one thread at a time."""
 
+    def __init__(self, make: Callable[[], T], size: int) -> None:
+        if size < 1:
+            raise EdgemlicError(f"contexts {size} must be at least 1")
+        self.size = size
+        self._make = make
+        self._free: queue.Queue[T] = queue.Queue()
+        self._made = 0
+        self._lock = threading.Lock()
 
-class _CudaCalls:
-    """cuda.bindings runtime calls with errors turned into EdgemlicError."""
+    @property
+    def made(self) -> int:
+        return self._made
 
-    def __init__(self) -> None:
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[T]:
+        """A free item, a new one while fewer than `size` exist, or the next one another thread returns."""
         try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
+            item = self._free.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                create = self._made < self.size
+                self._made += create
+            if create:
+                try:
+                    item = self._make()
+                except BaseException:
+                    with self._lock:
+                        self._made -= 1
+                    raise
+            else:
+                item = self._free.get()
+        try:
+            yield item
+        finally:
+            self._free.put(item)
+
+    def drain(self) -> list[T]:
+        """Every item made, once each has been returned; the pool is empty afterwards."""
+        with self._lock:
+            made, self._made = self._made, 0
+        return [self._free.get() for _ in range(made)]
+
+
+def deserialize_engine(plan: bytes, device_index: int, dla_core: int | None, label: str) -> tuple[Any, Any]:
+    """(runtime, engine) of `plan` on CUDA device `device_index` (and DLA core `dla_core`), in that order.
+
+    The runtime is returned too: it must outlive its engine."""
+    trt, poly = nvidia.tensorrt(), nvidia.polygraphy_trt()
+    nvidia.set_device(device_index)  # an engine's memory lives on the device current when it is deserialized
+    runtime = trt.Runtime(poly.get_trt_logger())
+    if dla_core is not None:
+        if not 0 <= dla_core < runtime.num_DLA_cores:
             raise EdgemlicError(
-                "cuda-python is not installed; pip install cuda-bindings matching the CUDA major version"
-            ) from None
-        self.rt = cudart
-
-    def __call__(self, name: str, *args: Any) -> Any:
-        err, *values = getattr(self.rt, name)(*args)
-        if err != self.rt.cudaError_t.cudaSuccess:
-            message = self.rt.cudaGetErrorString(err)[1].decode()
-            raise EdgemlicError(f"CUDA {name} failed: {message}")
-        return values[0] if len(values) == 1 else values or None
-
-
-class _ThreadState:
-    """One execution context, stream and set of buffers; used by a single thread only."""
-
-    def __init__(
-        self, engine: Any, cuda: _CudaCalls, device: int, inp: _TensorSpec, out: _TensorSpec, max_batch: int
-    ) -> None:
-        self.cuda = cuda
-        cuda("cudaSetDevice", device)
-        self.context = engine.create_execution_context()
-        if self.context is None:
-            raise EdgemlicError("TensorRT could not create an execution context (out of GPU memory?)")
-        self.stream = cuda("cudaStreamCreateWithFlags", cuda.rt.cudaStreamNonBlocking)
-        self._allocations: list[tuple[str, int]] = []
-        self.host_in, self.dev_in = self._pair(inp, max_batch)
-        self.host_out, self.dev_out = self._pair(out, max_batch)
-        for spec, address in ((inp, self.dev_in), (out, self.dev_out)):
-            if not self.context.set_tensor_address(spec.name, address):
-                raise EdgemlicError(f"TensorRT refused the buffer for tensor {spec.name!r}")
-
-    def _pair(self, spec: _TensorSpec, max_batch: int) -> tuple[np.ndarray, int]:
-        """A pinned host array (max_batch x shape) and a device buffer of the same size."""
-        shape = (max_batch, *spec.shape)
-        nbytes = int(np.prod(shape)) * spec.dtype.itemsize
-        host_ptr = self.cuda("cudaMallocHost", nbytes)
-        self._allocations.append(("cudaFreeHost", host_ptr))
-        dev_ptr = self.cuda("cudaMalloc", nbytes)
-        self._allocations.append(("cudaFree", dev_ptr))
-        raw = (ctypes.c_byte * nbytes).from_address(int(host_ptr))
-        return np.frombuffer(raw, dtype=spec.dtype).reshape(shape), int(dev_ptr)
-
-    def run(self, inp: _TensorSpec, x: np.ndarray, rows: int) -> np.ndarray:
-        """Outputs for the first `rows` rows of the pinned input (x is copied in, padded with zeros)."""
-        rt = self.cuda.rt
-        self.host_in[: len(x)] = x
-        self.host_in[len(x) : rows] = 0
-        if not self.context.set_input_shape(inp.name, (rows, *inp.shape)):
-            raise EdgemlicError(f"TensorRT rejected input shape {(rows, *inp.shape)} for this engine")
-        in_bytes = self.host_in[:rows].nbytes
-        out_bytes = self.host_out[:rows].nbytes
-        self.cuda(
-            "cudaMemcpyAsync",
-            self.dev_in,
-            self.host_in.ctypes.data,
-            in_bytes,
-            rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
-            self.stream,
-        )
-        if not self.context.execute_async_v3(int(self.stream)):
-            raise EdgemlicError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
-        self.cuda(
-            "cudaMemcpyAsync",
-            self.host_out.ctypes.data,
-            self.dev_out,
-            out_bytes,
-            rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-            self.stream,
-        )
-        self.cuda("cudaStreamSynchronize", self.stream)
-        return self.host_out[: len(x)].astype(np.float32)  # a copy: the pinned buffer is reused
-
-    def close(self) -> None:
-        self.cuda("cudaStreamSynchronize", self.stream)
-        self.context = None
-        for free, pointer in reversed(self._allocations):
-            self.cuda(free, pointer)
-        self._allocations.clear()
-        self.cuda("cudaStreamDestroy", self.stream)
+                f"{label}: built for DLA core {dla_core}, but this device has {runtime.num_DLA_cores} DLA "
+                "cores; run it on a Jetson AGX/NX Orin, or rebuild it without --dla-core"
+            )
+        runtime.DLA_core = dla_core  # applies to engines deserialized from now on
+    with nvidia.polygraphy_errors(f"{label}: TensorRT could not deserialize the engine"):
+        # Polygraphy allows the embedded host code of version-compatible engines; the hash check above
+        # is what makes that safe.
+        return runtime, poly.engine_from_bytes(plan, runtime=runtime)
 
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, path: str | Path, device: str = "auto") -> None:
+    def __init__(self, path: str | Path, device: str = "auto", *, contexts: int = DEFAULT_CONTEXTS) -> None:
         path = Path(path)
         fingerprint = load_fingerprint(path)
-        device_index = parse_device(device)
+        device_index = gpu_index(device)
         plan = path.read_bytes()
         verify_engine_file(path, fingerprint, plan)  # the bytes TensorRT will parse, checked first
-        trt = import_tensorrt()
-        env = probe_environment(trt.__version__, device_index)
+        env = probe_environment(nvidia.tensorrt().__version__, device_index)
         check_compatibility(fingerprint, env, path)
-        logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(logger)
-        if fingerprint["flags"].version_compatible:
-            # A version-compatible plan embeds host code (the lean runtime): the hash check is the trust.
-            runtime.engine_host_code_allowed = True
-        engine = runtime.deserialize_cuda_engine(plan)
-        if engine is None:
-            raise EdgemlicError(
-                f"{path}: TensorRT could not deserialize the engine (see its log above); rebuild with "
-                f"`{rebuild_command(fingerprint, path)}`"
-            )
-        self._setup(trt, runtime, engine, fingerprint["card"], device_index, str(path))
+        try:
+            loaded = deserialize_engine(plan, device_index, fingerprint["flags"].dla_core, str(path))
+        except EdgemlicError as e:
+            raise EdgemlicError(f"{e}; rebuild with `{rebuild_command(fingerprint, path)}`") from None
+        self._setup(loaded, fingerprint["card"], device_index, contexts, str(path))
 
     @classmethod
-    def from_engine(
-        cls, trt: Any, runtime: Any, engine: Any, card: ModelCard, device_index: int = 0
-    ) -> TensorRTBackend:
-        """Wrap an engine deserialized in this process (the builder's parity check uses it)."""
+    def from_engine(cls, loaded: tuple[Any, Any], card: ModelCard, device_index: int = 0) -> TensorRTBackend:
+        """Wrap a (runtime, engine) deserialized in this process (the builder's parity check uses it)."""
         backend = cls.__new__(cls)
-        backend._setup(trt, runtime, engine, card, device_index, "built engine")
+        backend._setup(loaded, card, device_index, 1, "built engine")
         return backend
 
     def _setup(
-        self, trt: Any, runtime: Any, engine: Any, card: ModelCard, device_index: int, label: str
+        self, loaded: tuple[Any, Any], card: ModelCard, device_index: int, contexts: int, label: str
     ) -> None:
         self.card = card
         self.device = "cuda"
-        self._runtime, self._engine = runtime, engine  # the runtime must outlive its engine
+        self._runtime, self._engine = loaded  # the runtime must outlive its engine
+        engine = self._engine
         self._device_index = device_index
-        self._cuda = _CudaCalls()
-        self._input, self._output, (self.min_batch, self.max_batch) = _io_specs(trt, engine, card, label)
-        self._local = threading.local()
-        self._states: list[_ThreadState] = []
-        self._lock = threading.Lock()
+        self._input, self._output, (self.min_batch, self.max_batch) = _io_names(engine, card, label)
+        self._pool: ContextPool[Any] = ContextPool(self._new_runner, contexts)
 
-    def _state(self) -> _ThreadState:
-        state = getattr(self._local, "state", None)
-        if state is None:
-            with self._lock:  # contexts are created one at a time; each is then used by its thread only
-                state = _ThreadState(
-                    self._engine, self._cuda, self._device_index, self._input, self._output, self.max_batch
-                )
-                self._states.append(state)
-            self._local.state = state
-        return state
+    def _new_runner(self) -> Any:
+        poly = nvidia.polygraphy_trt()
+        runner = poly.TrtRunner(self._engine)
+        with nvidia.polygraphy_errors("TensorRT could not create an execution context (out of GPU memory?)"):
+            runner.activate()
+        return runner
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = batch.astype(self._input.dtype, copy=False)
-        state = self._state()
+        nvidia.set_device(self._device_index)  # current device is per thread; runners allocate on it
         out = np.empty((len(batch), self.card.num_classes), dtype=np.float32)
-        for start, stop, rows in plan_chunks(len(batch), self.min_batch, self.max_batch):
-            out[start:stop] = state.run(self._input, batch[start:stop], rows)
+        with self._pool.lease() as runner:
+            for start, stop, rows in plan_chunks(len(batch), self.min_batch, self.max_batch):
+                chunk = batch[start:stop]
+                if rows > len(chunk):
+                    chunk = np.concatenate(
+                        [chunk, np.zeros((rows - len(chunk), *chunk.shape[1:]), chunk.dtype)]
+                    )
+                with nvidia.polygraphy_errors("TensorRT inference failed"):
+                    outputs = runner.infer({self._input: chunk})
+                # The runner reuses its output buffer on the next call: copy out of it now.
+                out[start:stop] = outputs[self._output][: stop - start]
         return out
 
     def close(self) -> None:
-        with self._lock:
-            states, self._states = self._states, []
-        for state in states:
-            state.close()
-        self._local = threading.local()
+        for runner in self._pool.drain():
+            runner.deactivate()
 
 
-def _io_specs(
-    trt: Any, engine: Any, card: ModelCard, label: str
-) -> tuple[_TensorSpec, _TensorSpec, tuple[int, int]]:
+def _io_names(engine: Any, card: ModelCard, label: str) -> tuple[str, str, tuple[int, int]]:
     """The engine's one input and one output, checked against the card, and its batch range."""
+    trt = nvidia.tensorrt()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
     outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -248,15 +204,17 @@ def _io_specs(
         raise EdgemlicError(
             f"{label}: expected one input and one output tensor, found {inputs} and {outputs}"
         )
-    specs = []
-    for name in (inputs[0], outputs[0]):
-        shape = tuple(engine.get_tensor_shape(name))
-        specs.append(_TensorSpec(name, np.dtype(trt.nptype(engine.get_tensor_dtype(name))), shape[1:]))
+    shapes = [tuple(engine.get_tensor_shape(n))[1:] for n in (inputs[0], outputs[0])]
     size = card.preprocessing.input_size
-    if specs[0].shape != (3, size, size) or specs[1].shape != (card.num_classes,):
+    if shapes != [(3, size, size), (card.num_classes,)]:
         raise EdgemlicError(
-            f"{label}: engine tensors {specs[0].shape} -> {specs[1].shape} do not match its model card "
+            f"{label}: engine tensors {shapes[0]} -> {shapes[1]} do not match its model card "
             f"(3 x {size} x {size} -> {card.num_classes} classes); rebuild it from the right ONNX model"
         )
+    for name in (inputs[0], outputs[0]):
+        if engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
+            raise EdgemlicError(
+                f"{label}: tensor {name!r} is not float32; export with float32 input and output"
+            )
     low, _, high = engine.get_tensor_profile_shape(inputs[0], 0)
-    return specs[0], specs[1], (int(low[0]), int(high[0]))
+    return inputs[0], outputs[0], (int(low[0]), int(high[0]))

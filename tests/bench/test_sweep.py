@@ -9,7 +9,6 @@ from PIL import Image
 from edgemlic.bench import MIN_ITERATIONS, run_bench, save_plot
 from edgemlic.cli import main
 from edgemlic.errors import EdgemlicError
-from edgemlic.export import export_model
 from edgemlic.images import preprocess_batch
 from edgemlic.io import sha256_file
 from edgemlic.runtime import load_backend
@@ -32,20 +31,8 @@ ENVIRONMENT_KEYS = {"cpu", "cpu_cores", "gpu", "driver", "versions", "artifact_s
 
 
 @pytest.fixture(scope="module")
-def onnx_models(tiny_checkpoint, synth_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    fp32 = export_model(tiny_checkpoint, out, "fp32").path
-    int8 = export_model(
-        tiny_checkpoint,
-        out,
-        "int8",
-        calibration_data=synth_root,
-        calibration_count=16,
-        int8_target="cpu",
-        calibration_manifest=out / "calib.json",
-        cache_dir=out / "cache",
-    ).path
-    return {"fp32": fp32, "int8": int8}
+def onnx_models(exported):
+    return {"fp32": exported["fp32"], "int8": exported["int8-cpu"]}
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +130,7 @@ def test_failing_cells_are_recorded_and_the_sweep_goes_on(tiny_checkpoint, onnx_
     "call, message",
     [
         (lambda a: run_bench([a.parent / "missing.onnx"]), "artifact not found"),
-        (lambda a: run_bench([a.parent / "calib.json"]), "unknown artifact type"),
+        (lambda a: run_bench([a.with_suffix(".export.json")]), "unknown artifact type"),
         (lambda a: run_bench([a], mode="server"), "unknown benchmark mode 'server'"),
         (lambda a: run_bench([a], torch_variants=["eager", "fp8"]), "unknown PyTorch variant 'fp8'"),
         (lambda a: run_bench([a], iters=3, seconds=1.0), "not both"),
@@ -265,7 +252,7 @@ def test_engine_cells_and_a_batch_beyond_the_profile(onnx_models, val_images, tm
 
     engine = build_engine(
         onnx_models["fp32"], tmp_path / "model.fp32.engine", profile=BuildProfile(1, 4, 8)
-    ).path
+    ).engine
     report = run_bench([engine], (4, 16), iters=5, images=val_images)
     inside, beyond = report.cells
     _sane(inside)

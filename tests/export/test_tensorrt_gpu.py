@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-from test_tensorrt_offline import export_tiny_onnx
 
 from edgemlic.compare import BUDGETS
 from edgemlic.errors import EdgemlicError
@@ -26,12 +25,8 @@ PROFILE = BuildProfile(1, 4, 8)
 
 
 @pytest.fixture(scope="module")
-def onnx_files(tiny_checkpoint, val_images, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("onnx")
-    return {
-        p: export_tiny_onnx(tiny_checkpoint, folder / f"model.{p}.onnx", p, val_images[:4])
-        for p in ("fp32", "fp16", "int8")
-    }
+def onnx_files(exported):
+    return {p: exported[p] for p in ("fp32", "fp16", "int8")}
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +87,8 @@ def test_min_batch_padding(onnx_files, val_images, tmp_path):
         )
 
 
-def test_one_context_per_thread(engines, val_images):
-    with Predictor(engines["int8"].engine) as predictor:
+def test_threads_share_a_bounded_pool_of_contexts(engines, val_images):
+    with Predictor(engines["int8"].engine, contexts=2) as predictor:
         expected = predictor.scores(val_images)
         results, errors = {}, []
 
@@ -103,12 +98,12 @@ def test_one_context_per_thread(engines, val_images):
             except Exception as e:  # surfaced below
                 errors.append(e)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert not errors
+        assert not errors and len(results) == 6 and predictor.backend._pool.made <= 2
         for out in results.values():
             np.testing.assert_allclose(out, expected, atol=1e-5)
 
@@ -147,3 +142,17 @@ def test_tampered_engine_is_refused_before_deserializing(engines, tmp_path):
     fingerprint_path(copy).write_text(fingerprint_path(source).read_text())
     with pytest.raises(EdgemlicError, match="does not match its fingerprint.*edgemlic engine build"):
         load_backend(copy)
+
+
+def test_the_engine_lives_on_the_device_asked_for(onnx_files, val_images, tmp_path):
+    from edgemlic.runtime import nvidia
+
+    if nvidia.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    engine = build_engine(onnx_files["fp32"], tmp_path / "m.engine", profile=PROFILE).engine
+    with (
+        load_backend(engine, device="cuda:1") as backend,
+        OnnxBackend(onnx_files["fp32"], "cpu") as reference,
+    ):
+        batch = np.stack([preprocess(p, backend.card.preprocessing) for p in val_images[:4]])
+        np.testing.assert_allclose(backend.infer(batch), reference.infer(batch), atol=5e-3)
