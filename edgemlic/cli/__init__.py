@@ -5,7 +5,20 @@ from __future__ import annotations
 import sys
 
 # Importing a command module registers its commands on `app`.
-from edgemlic.cli import analyze, bench, data, demo, engine, evaluate, export, parity, train  # noqa: F401
+from edgemlic.cli import (  # noqa: F401
+    bench,
+    data,
+    demo,
+    engine,
+    evaluate,
+    explain,
+    export,
+    parity,
+    predict,
+    report,
+    thresholds,
+    train,
+)
 from edgemlic.cli.app import app
 from edgemlic.errors import EdgemlicError, missing_extra
 

@@ -4,14 +4,58 @@ Command modules import heavy libraries (torch, onnxruntime) inside their functio
 commands that do not need them keep working when an optional package is missing.
 """
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+from edgemlic import __version__
+
+COMMAND_ORDER = (
+    "data",
+    "train",
+    "evaluate",
+    "predict",
+    "export",
+    "parity",
+    "bench",
+    "engine",
+    "thresholds",
+    "explain",
+    "report",
+    "demo",
+)
+"""`edgemlic --help` lists the commands in the order of the work, not in the order they were registered."""
+
+
+class _InWorkOrder(TyperGroup):
+    def list_commands(self, ctx):
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: COMMAND_ORDER.index(name) if name in COMMAND_ORDER else 99)
+
 
 app = typer.Typer(
     name="edgemlic",
+    cls=_InWorkOrder,
     help="Multilabel image classifiers from PyTorch training to optimized edge inference.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 console = Console(highlight=False)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgemlic {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Multilabel image classifiers from PyTorch training to optimized edge inference."""

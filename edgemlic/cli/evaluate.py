@@ -1,19 +1,45 @@
-"""`edgemlic evaluate` and `edgemlic predict`."""
+"""`edgemlic evaluate`: the metrics of any artifact on a COCO-format split."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from edgemlic.cli.app import app, console
 
+SUMMARY = {
+    "precision": "micro_precision",
+    "recall": "micro_recall",
+    "micro-F1": "micro_f1",
+    "Jaccard": "jaccard",
+    "macro-F1": "macro_f1",
+    "mAP": "mAP",
+    "Hamming": "hamming_loss",
+}
+"""Column header -> report key; the headers are short so the tables fit 80 columns."""
+PER_CLASS = {"prec": "precision", "recall": "recall", "F1": "f1", "AP": "ap"} | {
+    count.upper(): count for count in ("tp", "fp", "fn", "tn")
+}
+SWEEP = {k: v for k, v in SUMMARY.items() if k not in ("mAP", "Hamming")}
+
 
 def _f(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _cell(value: float | int | None) -> str:
+    return str(value) if isinstance(value, int) else _f(value)
+
+
+def _table(title: str, columns: dict[str, str]) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, header in enumerate(columns):
+        table.add_column(header, justify="left" if i == 0 and header == "class" else "right", no_wrap=True)
+    return table
 
 
 @app.command()
@@ -35,49 +61,16 @@ def evaluate(
 
     result = evaluate_artifact(artifact, coco_root, split, threshold, keep_negatives, batch_size, device)
     r = result.report
-    summary = Table(title=f"{artifact} on {split} ({r['num_images']} images)")
-    for key in ("micro_precision", "micro_recall", "micro_f1", "jaccard", "macro_f1", "mAP", "hamming_loss"):
-        summary.add_column(key)
-    summary.add_row(
-        *(
-            _f(r[k])
-            for k in (
-                "micro_precision",
-                "micro_recall",
-                "micro_f1",
-                "jaccard",
-                "macro_f1",
-                "mAP",
-                "hamming_loss",
-            )
-        )
-    )
+    summary = _table(f"{Path(str(artifact)).name} on {split} ({r['num_images']} images)", SUMMARY)
+    summary.add_row(*(_f(r[key]) for key in SUMMARY.values()))
     console.print(summary)
-    per_class = Table(title="per class")
-    for col in ("class", "support", "precision", "recall", "f1", "ap", "tp", "fp", "fn", "tn"):
-        per_class.add_column(col, justify="left" if col == "class" else "right")
+    per_class = _table("per class", {"class": "class", "support": "support", **PER_CLASS})
     for c in r["per_class"]:
-        per_class.add_row(
-            c["class"],
-            str(c["support"]),
-            _f(c["precision"]),
-            _f(c["recall"]),
-            _f(c["f1"]),
-            _f(c["ap"]),
-            str(c["tp"]),
-            str(c["fp"]),
-            str(c["fn"]),
-            str(c["tn"]),
-        )
+        per_class.add_row(c["class"], str(c["support"]), *(_cell(c[key]) for key in PER_CLASS.values()))
     console.print(per_class)
-    sweep = Table(title="threshold sweep")
-    for col in ("threshold", "micro_precision", "micro_recall", "micro_f1", "jaccard", "macro_f1"):
-        sweep.add_column(col, justify="right")
+    sweep = _table("threshold sweep", {"threshold": "threshold", **SWEEP})
     for row in r["sweep"]:
-        sweep.add_row(
-            f"{row['threshold']:.1f}",
-            *(_f(row[k]) for k in ("micro_precision", "micro_recall", "micro_f1", "jaccard", "macro_f1")),
-        )
+        sweep.add_row(f"{row['threshold']:.1f}", *(_f(row[key]) for key in SWEEP.values()))
     console.print(sweep)
     if json_path:
         write_json(json_path, r)
@@ -89,29 +82,3 @@ def evaluate(
         from edgemlic.plots import save_evaluation_plots
 
         console.print(f"figures written: {', '.join(map(str, save_evaluation_plots(result, plots)))}")
-
-
-@app.command()
-def predict(
-    artifact: Annotated[Path, typer.Argument(help="Checkpoint (.pt or run directory) or exported model.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files.")],
-    threshold: Annotated[float | None, typer.Option(help="Global threshold (default: the card's).")] = None,
-    device: str = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-) -> None:
-    """Predicted labels and per-class scores for each image."""
-    from edgemlic.runtime import Predictor
-
-    with Predictor(artifact, threshold=threshold, device=device) as predictor:
-        predictions = predictor.predict(images)
-    if as_json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-        return
-    for p in predictions:
-        table = Table(title=f"{p.source}: {', '.join(p.labels) or '(no label)'}")
-        table.add_column("class")
-        table.add_column("score", justify="right")
-        for cls, score in sorted(p.scores.items(), key=lambda kv: -kv[1]):
-            mark = " *" if cls in p.labels else ""
-            table.add_row(cls + mark, f"{score:.4f}")
-        console.print(table)

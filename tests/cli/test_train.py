@@ -72,7 +72,7 @@ def test_evaluate_command_json_and_scores(tiny_checkpoint, synth_root, tmp_path,
     report = json.loads((tmp_path / "m.json").read_text())
     assert set(report) >= METRIC_KEYS
     assert [row["threshold"] for row in report["sweep"]] == pytest.approx([0.1 * i for i in range(1, 10)])
-    assert "micro_f1" in out and "threshold sweep" in out
+    assert "micro-F1" in out and "threshold sweep" in out
     arrays = np.load(tmp_path / "s.npz")
     library = evaluate_artifact(tiny_checkpoint, synth_root, "val2017", device="cpu")
     np.testing.assert_allclose(arrays["scores"], library.scores, atol=1e-6)

@@ -1,4 +1,4 @@
-"""`edgemlic thresholds tune`, `edgemlic explain` and `edgemlic report`: understanding a trained model."""
+"""`edgemlic thresholds tune`: per-class decision thresholds written into a new checkpoint."""
 
 from __future__ import annotations
 
@@ -66,43 +66,3 @@ def tune(
         )
         console.print(f"wrote {json_path}")
     console.print(f"tuned checkpoint: {path}")
-
-
-@app.command()
-def explain(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt or run directory).")],
-    image: Annotated[Path, typer.Argument(help="Image file to explain.")],
-    classes: Annotated[
-        str | None, typer.Option(help='Comma-separated, e.g. "dog,cat" (default: predicted).')
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for <image>.gradcam.png.")] = Path("explain"),
-) -> None:
-    """Grad-CAM heat maps: where the model looks for each class."""
-    from edgemlic.data.coco import parse_categories
-    from edgemlic.explain import explain_image
-
-    path, scores = explain_image(checkpoint, image, parse_categories(classes), out)
-    console.print(", ".join(f"{name} {score:.4f}" for name, score in scores.items()))
-    console.print(f"wrote {path}")
-
-
-@app.command()
-def report(
-    run_dir: Annotated[Path, typer.Argument(help="Training run directory (holds metrics.csv and best.pt).")],
-    coco_root: Annotated[Path | None, typer.Option(help="Dataset root (default: from config.json).")] = None,
-    split: Annotated[
-        str | None, typer.Option(help="Split to evaluate (default: the run's val split).")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="HTML file (default: RUN_DIR/report.html).")] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Checkpoint to report on (default: best.pt).")
-    ] = None,
-    max_images: Annotated[int, typer.Option(help="Validation images shown, worst first.")] = 24,
-    batch_size: int = 32,
-    device: str = "auto",
-) -> None:
-    """One self-contained HTML page: curves, data, metrics, thresholds and the worst mistakes."""
-    from edgemlic.report import build_report
-
-    path = build_report(run_dir, coco_root, split, out, checkpoint, max_images, batch_size, device)
-    console.print(f"wrote {path}")
