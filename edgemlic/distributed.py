@@ -8,16 +8,23 @@ models without batch statistics; BatchNorm becomes SyncBatchNorm on GPUs).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from edgemlic.errors import EdgemlicError
+from edgemlic.errors import EdgemlicError, first_line
 from edgemlic.runtime.torch_backend import resolve_device
+
+if TYPE_CHECKING:
+    from edgemlic.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -89,3 +96,42 @@ def gather(array: np.ndarray, world: World) -> np.ndarray:
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
+
+
+def distribute(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """Wrap for DistributedDataParallel; BatchNorm statistics are synchronised where NCCL allows it."""
+    if not world.distributed:
+        return model
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def train_on_processes(config: TrainConfig, nproc: int, resume: bool = False) -> Path:
+    """Run `train` on `nproc` local processes through torch's elastic launcher (what torchrun uses)."""
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    per_rank_batch(config.batch_size, World(size=nproc))  # fail before any process starts
+    launch = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=f"edgemlic-{os.getpid()}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.5,
+    )
+    try:
+        results = elastic_launch(launch, _train_worker)(dataclasses.asdict(config), resume)
+    except Exception as e:  # ChildFailedError carries each rank's traceback; the first line says what failed
+        raise EdgemlicError(f"distributed training failed: {first_line(e)}") from None
+    return Path(results[0])
+
+
+def _train_worker(config: dict, resume: bool) -> str:
+    from edgemlic.train import TrainConfig, train
+
+    return str(train(TrainConfig.from_dict(config), resume=resume, progress=False))

@@ -9,12 +9,8 @@ continues from last.pt exactly where it was written.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import math
-import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +24,14 @@ from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.checkpoint import load_checkpoint, save_checkpoint
 from edgemlic.data.coco import CocoSplit, load_coco_split
 from edgemlic.data.transforms import EpochSampler, MultilabelDataset
-from edgemlic.distributed import World, barrier, gather, join, leave, per_rank_batch
-from edgemlic.errors import EdgemlicError, first_line
-from edgemlic.io import write_json, write_text
+from edgemlic.distributed import World, barrier, distribute, gather, join, leave, per_rank_batch
+from edgemlic.errors import EdgemlicError
+from edgemlic.io import write_json
 from edgemlic.losses import create_loss
 from edgemlic.metrics import multilabel_metrics
-from edgemlic.models import backbone_parameters, create_model, head_parameters
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "cosine")
+from edgemlic.models import create_model
+from edgemlic.optim import OPTIMIZERS, SCHEDULES, create_optimizer, create_schedule
+from edgemlic.run_log import Progress, write_metrics
 
 
 @dataclass(frozen=True)
@@ -260,13 +255,13 @@ def _train(
         write_json(run_dir / "config.json", dataclasses.asdict(config) | {"world_size": world.size})
         card.save(run_dir / "card.json")
 
-    net = _distribute(model, world, device)
+    net = distribute(model, world, device)
     loss_fn = create_loss(config.loss)
     sampler = EpochSampler(len(train_set), config.seed, per_rank_batch(config.batch_size, world), world)
     train_loader = _loader(train_set, config, world, device, sampler)
     val_set = MultilabelDataset(val_split.samples[world.rank :: world.size], pre)
     val_loader = _loader(val_set, config, world, device)
-    reporter = _Progress(total_steps, state.step, enabled=progress)
+    reporter = Progress(total_steps, state.step, enabled=progress)
     running: list[torch.Tensor] = []
 
     def checkpoint(path: Path) -> None:
@@ -311,7 +306,7 @@ def _train(
             if improved:
                 checkpoint(run_dir / "best.pt")
             checkpoint(run_dir / "last.pt")
-            _write_metrics(run_dir, state.history)
+            write_metrics(run_dir, state.history)
         reporter.validated(val_loss, metrics["micro_f1"])
         return stop
 
@@ -351,70 +346,6 @@ def _mean(losses: list[torch.Tensor]) -> float:
     return torch.stack(losses).mean().item() if losses else float("nan")
 
 
-def _distribute(model: nn.Module, world: World, device: torch.device) -> nn.Module:
-    """Wrap for DistributedDataParallel; BatchNorm statistics are synchronised where NCCL allows it."""
-    if not world.distributed:
-        return model
-    if device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
-    )
-
-
-def train_on_processes(config: TrainConfig, nproc: int, resume: bool = False) -> Path:
-    """Run `train` on `nproc` local processes through torch's elastic launcher (what torchrun uses)."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    per_rank_batch(config.batch_size, World(size=nproc))  # fail before any process starts
-    launch = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=f"edgemlic-{os.getpid()}",
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",
-        max_restarts=0,
-        monitor_interval=0.5,
-    )
-    try:
-        results = elastic_launch(launch, _train_worker)(dataclasses.asdict(config), resume)
-    except Exception as e:  # ChildFailedError carries each rank's traceback; the first line says what failed
-        raise EdgemlicError(f"distributed training failed: {first_line(e)}") from None
-    return Path(results[0])
-
-
-def _train_worker(config: dict, resume: bool) -> str:
-    return str(train(TrainConfig.from_dict(config), resume=resume, progress=False))
-
-
-def create_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The new head learns `head_lr_mult` times faster than the pretrained backbone."""
-    groups = [
-        {"params": backbone_parameters(model), "lr": config.lr},
-        {"params": head_parameters(model), "lr": config.lr * config.head_lr_mult},
-    ]
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    return torch.optim.SGD(groups, momentum=config.momentum, weight_decay=config.weight_decay)
-
-
-def create_schedule(
-    config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-iteration learning-rate factor; its state is checkpointed so a resumed run continues exactly."""
-    if config.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    warmup = max(1, total_steps // 20)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def _loader(dataset, config: TrainConfig, world: World, device: torch.device, sampler=None):
     return torch.utils.data.DataLoader(
         dataset,
@@ -424,52 +355,3 @@ def _loader(dataset, config: TrainConfig, world: World, device: torch.device, sa
         pin_memory=device.type == "cuda",
         persistent_workers=config.workers > 0,
     )
-
-
-def _write_metrics(run_dir: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(run_dir / "metrics.csv", buf.getvalue())
-    from edgemlic.plots import save_training_curves
-
-    save_training_curves(history, run_dir / "curves.png")
-
-
-class _Progress:
-    """A rich progress bar showing loss and the latest validation F1 (silent when disabled)."""
-
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.started = time.perf_counter()
-        self.progress = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"),
-            disable=not enabled,
-        )
-        self.task = self.progress.add_task("train", total=total, completed=done, status="")
-        self.loss, self.val = float("nan"), ""
-
-    def elapsed(self) -> float:
-        return round(time.perf_counter() - self.started, 2)
-
-    def step(self, loss: torch.Tensor, step: int) -> None:
-        if step % 10 == 0:  # reading the loss synchronises the device: only now and then
-            self.loss = loss.item()
-        self.progress.update(self.task, advance=1, status=f"loss {self.loss:.4f}{self.val}")
-
-    def validated(self, val_loss: float, f1: float) -> None:
-        self.val = f"  val loss {val_loss:.4f}  val F1 {f1:.4f}"
-        self.progress.update(self.task, status=f"loss {self.loss:.4f}{self.val}")
-
-    def __enter__(self) -> _Progress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from edgemlic.checkpoint import load_checkpoint
-from edgemlic.distributed import World, join, per_rank_batch
+from edgemlic.distributed import World, join, per_rank_batch, train_on_processes
 from edgemlic.errors import EdgemlicError
-from edgemlic.train import train, train_on_processes
+from edgemlic.train import train
 
 
 @pytest.fixture

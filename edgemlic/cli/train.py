@@ -60,7 +60,8 @@ def train(
     --batch-size is the global batch, split evenly over processes; the learning rate goes with it.
     """
     from edgemlic.data.coco import parse_categories
-    from edgemlic.train import TrainConfig, train_on_processes
+    from edgemlic.distributed import train_on_processes
+    from edgemlic.train import TrainConfig
     from edgemlic.train import train as run_training
 
     config = TrainConfig(

@@ -9,15 +9,8 @@ import pytest
 
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx_info import EngineBuild, read_onnx_model
-from edgemlic.export.recipes import (
-    EXAMPLE_MODEL,
-    RecipeModel,
-    load_args,
-    render_export_readme,
-    triton_config,
-    trtexec_args,
-    write_recipes,
-)
+from edgemlic.export.readme import EXAMPLE_MODEL, render_export_readme
+from edgemlic.export.recipes import RecipeModel, load_args, triton_config, trtexec_args, write_recipes
 from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +109,7 @@ def test_triton_types_follow_the_graph():
 
 def test_export_readme_is_generated_from_the_recipes():
     readme = (REPO / "export" / "README.md").read_text(encoding="utf-8")
-    assert readme == render_export_readme(), "regenerate: python -m edgemlic.export.recipes export/README.md"
+    assert readme == render_export_readme(), "regenerate: python -m edgemlic.export.readme export/README.md"
     assert "No TensorRT call has been run yet" in readme
 
 
