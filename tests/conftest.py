@@ -45,7 +45,14 @@ def _tensorrt_importable() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `gpu` and `tensorrt` tests, with the reason, where the hardware or library is missing."""
+    """Skip `gpu` and `tensorrt` tests, with the reason, where the hardware or library is missing, and
+    `without_tensorrt` tests (what a machine without TensorRT says) where TensorRT is installed."""
+    without = [item for item in items if item.get_closest_marker("without_tensorrt")]
+    if without and _tensorrt_importable():
+        for item in without:
+            item.add_marker(
+                pytest.mark.skip(reason="checks a machine without TensorRT; TensorRT is installed")
+            )
     wants_trt = [item for item in items if item.get_closest_marker("tensorrt")]
     wants_gpu = [
         item for item in items if item.get_closest_marker("gpu") or item.get_closest_marker("tensorrt")

@@ -1,6 +1,5 @@
 """`edgemlic export` gives what `export_model` gives, and bad input is one line on stderr."""
 
-import importlib.util
 import json
 import shutil
 
@@ -92,9 +91,7 @@ def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("tensorrt") is not None, reason="checks a machine without TensorRT"
-)
+@pytest.mark.without_tensorrt
 def test_export_engine_without_tensorrt_keeps_the_onnx(tiny_checkpoint, tmp_path, cli):
     code, _, err = cli(["export", str(tiny_checkpoint), "--out", str(tmp_path), "--engine"])
     assert code == 1 and err.startswith("edgemlic: error: this needs tensorrt") and err.count("\n") == 1

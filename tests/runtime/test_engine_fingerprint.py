@@ -36,17 +36,6 @@ ORIN = Environment(
 H100 = Environment("10.13.3.9", "12.9", "13.0", "NVIDIA H100 80GB HBM3", "9.0", "x86_64", "Linux 6.8.0")
 
 
-def _tensorrt_importable() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_no_tensorrt = pytest.mark.skipif(_tensorrt_importable(), reason="TensorRT is installed here")
-
-
 # ---- fingerprint, cache key, compatibility -----------------------------------------------------------
 
 
@@ -172,7 +161,7 @@ def test_jetpack_release_from_nv_tegra_release():
     assert parse_l4t_release("") == (None, None)
 
 
-@needs_no_tensorrt
+@pytest.mark.without_tensorrt
 def test_engine_without_tensorrt_says_how_to_get_it(exported, tmp_path):
     engine = fake_engine(tmp_path, exported["int8"])
     with pytest.raises(EdgemlicError, match=r"needs tensorrt.*edgemlic\[tensorrt\].*JetPack"):

@@ -16,17 +16,6 @@ from edgemlic.runtime import nvidia
 from edgemlic.runtime.tensorrt_backend import ContextPool, deserialize_engine, gpu_index, plan_chunks
 
 
-def _tensorrt_importable() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_no_tensorrt = pytest.mark.skipif(_tensorrt_importable(), reason="TensorRT is installed here")
-
-
 def test_chunks_respect_the_profile():
     assert plan_chunks(70, 1, 32) == [(0, 32, 32), (32, 64, 32), (64, 70, 6)]
     assert plan_chunks(70, 8, 32)[-1] == (64, 70, 8)  # padded up to the profile minimum
@@ -144,7 +133,7 @@ def test_runtime_imports_without_torch_or_tensorrt():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@needs_no_tensorrt
+@pytest.mark.without_tensorrt
 def test_build_without_tensorrt_is_one_named_line(exported, cli):
     code, _, err = cli(["engine", "build", exported["fp16"]])
     assert code == 1 and err.count("\n") == 1
