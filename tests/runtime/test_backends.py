@@ -9,18 +9,36 @@ from edgemlic.checkpoint import load_model
 from edgemlic.errors import EdgemlicError
 from edgemlic.images import decode_image, preprocess
 from edgemlic.runtime import Predictor, load_backend
+from edgemlic.runtime.loader import parse_torch_options
+
+BACKENDS = [
+    pytest.param(("checkpoint", "eager"), id="pytorch"),
+    pytest.param(("checkpoint", "channels-last"), id="pytorch-channels-last"),
+    pytest.param(("checkpoint", "compile"), id="pytorch-compile"),
+    pytest.param(("fp32", None), id="onnxruntime-fp32"),
+    pytest.param(("fp16", None), id="onnxruntime-fp16"),
+    pytest.param(("int8", None), id="onnxruntime-int8"),
+    pytest.param(("int8-cpu", None), id="onnxruntime-int8-cpu"),
+    pytest.param(("engine", None), id="tensorrt-fp16", marks=pytest.mark.tensorrt),
+]
+"""Every backend, with the options that change how it runs; the contract below holds for each."""
 
 
-def available_artifacts(tiny_checkpoint):
-    """Every artifact kind this machine can run; the contract below holds for each."""
-    return {"pytorch": tiny_checkpoint}
+@pytest.fixture(params=BACKENDS)
+def backend(request, tiny_checkpoint, exported, tmp_path):
+    kind, options = request.param
+    if kind == "checkpoint":
+        with load_backend(tiny_checkpoint, "cpu", torch_options=parse_torch_options(options)) as b:
+            yield b
+    elif kind == "engine":
+        from edgemlic.export.tensorrt import build_engine
 
-
-@pytest.fixture(params=["pytorch"])
-def backend(request, tiny_checkpoint):
-    artifact = available_artifacts(tiny_checkpoint)[request.param]
-    with load_backend(artifact, device="cpu") as b:
-        yield b
+        engine = build_engine(exported["fp16"], tmp_path / "model.fp16.engine").engine
+        with load_backend(engine) as b:
+            yield b
+    else:
+        with load_backend(exported[kind], "cpu") as b:
+            yield b
 
 
 def test_backend_contract(backend, val_images):
@@ -35,6 +53,9 @@ def test_backend_contract(backend, val_images):
         "fp16",
         "int8",
     )
+    assert backend.device == "cpu" or backend.name == "tensorrt"
+    assert backend.min_batch >= 1 and (backend.max_batch is None or backend.max_batch >= backend.min_batch)
+    backend.synchronize()  # declared by every backend: timing calls it without probing
     for bad in (batch[:0], batch[:, :, :-1], batch[0]):
         with pytest.raises(EdgemlicError, match="shape"):
             backend.infer(bad)
