@@ -29,26 +29,28 @@ def _run(args: list, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory) -> Path:
-    """bin/ of a fresh venv holding `pip install .[onnx]` and nothing else."""
-    folder = tmp_path_factory.mktemp("deploy")
-    source, venv = folder / "source", folder / "venv"  # a copy: the build writes beside its source
+def source(tmp_path_factory) -> Path:
+    """A copy of the project to install from: a build writes beside its source."""
+    source = tmp_path_factory.mktemp("source")
     shutil.copytree(ROOT / "edgemlic", source / "edgemlic", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    _run([sys.executable, "-m", "venv", venv])
+    return source
+
+
+def _venv(folder: Path, requirement: str) -> Path:
+    """bin/ of a fresh venv holding `requirement` and what it needs, nothing else."""
+    _run([sys.executable, "-m", "venv", folder])
     _run(
-        [
-            venv / "bin" / "python",
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            f"{source}[onnx]",
-        ]
+        [folder / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", requirement]
     )
-    return venv / "bin"
+    return folder / "bin"
+
+
+@pytest.fixture(scope="module")
+def deployment(source, tmp_path_factory) -> Path:
+    """`pip install .[onnx]`: what a Jetson app needs to run exported models with ONNX Runtime."""
+    return _venv(tmp_path_factory.mktemp("deploy") / "venv", f"{source}[onnx]")
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +131,19 @@ def test_commands_that_need_torch_name_the_extra(deployment, tiny_checkpoint, sy
         assert result.stderr.strip().splitlines() == [
             "edgemlic: error: this needs torch, which is not installed here: pip install 'edgemlic[train]'"
         ], args
+
+
+@pytest.mark.slow
+def test_the_base_install_has_the_cli_and_names_every_extra(source, exported, tmp_path):
+    bare = _venv(tmp_path / "venv", str(source))
+    assert _run([bare / "edgemlic", "predict", "--help"]).returncode == 0
+    expected = {
+        ("train", "--coco-root", tmp_path): "edgemlic[train]",
+        ("predict", exported["fp32"], tmp_path / "x.jpg"): "edgemlic[onnx]",
+        ("engine", "recipes", exported["fp32"], "--out", tmp_path / "r"): "edgemlic[onnx]",
+    }
+    for args, extra in expected.items():
+        result = _run([bare / "edgemlic", *args], check=False)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1 and extra in result.stderr, (
+            result.stderr
+        )
