@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgemlic import checks
 from edgemlic.errors import EdgemlicError
 from edgemlic.io import write_text
 
@@ -67,7 +68,7 @@ class ModelCard:
             raise EdgemlicError("model card: the class list is empty")
         if len(set(self.classes)) != len(self.classes):
             raise EdgemlicError(f"model card: class names repeat: {list(self.classes)}")
-        if not 0.0 < self.threshold < 1.0:
+        if not 0.0 < self.threshold < 1.0:  # also false for NaN
             raise EdgemlicError(f"model card: threshold {self.threshold} must lie strictly between 0 and 1")
         if self.class_thresholds is not None:
             if len(self.class_thresholds) != len(self.classes):
@@ -86,8 +87,9 @@ class ModelCard:
         return len(self.classes)
 
     def thresholds(self, override: float | None = None) -> np.ndarray:
-        """Per-class decision thresholds; a global `override` replaces them all."""
+        """Per-class decision thresholds; a global `override` (checked here, for all) replaces them."""
         if override is not None:
+            checks.probability("threshold", override)
             return np.full(self.num_classes, override, dtype=np.float32)
         if self.class_thresholds is not None:
             return np.asarray(self.class_thresholds, dtype=np.float32)

@@ -16,7 +16,7 @@ from torch import nn
 from edgemlic.artifacts import checkpoint_file
 from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError, first_line
-from edgemlic.io import atomic_path, sha256_bytes
+from edgemlic.io import sha256_bytes, write_bytes
 
 CHECKPOINT_FORMAT = "edgemlic-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -31,8 +31,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: ModelCard, **state
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **state,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Serialized in memory first: torch's own file writer reports a full disk as "unexpected pos",
+    # a plain write reports it as what it is.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from edgemlic import checks
 from edgemlic.errors import EdgemlicError, first_line
 from edgemlic.runtime.torch_backend import resolve_device
 
@@ -110,9 +111,15 @@ def distribute(model: nn.Module, world: World, device: torch.device) -> nn.Modul
 
 
 def train_on_processes(config: TrainConfig, nproc: int, resume: bool = False) -> Path:
-    """Run `train` on `nproc` local processes through torch's elastic launcher (what torchrun uses)."""
+    """Run `train` on `nproc` local processes through torch's elastic launcher (what torchrun uses);
+    one process trains in this one."""
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    checks.at_least("nproc", nproc, 1)
+    if nproc == 1:
+        from edgemlic.train import train
+
+        return train(config, resume=resume)
     per_rank_batch(config.batch_size, World(size=nproc))  # fail before any process starts
     launch = LaunchConfig(
         min_nodes=1,

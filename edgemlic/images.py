@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +28,10 @@ from edgemlic.card import Preprocessing
 from edgemlic.errors import EdgemlicError
 
 MAX_PIXELS = 100_000_000
-"""Largest image accepted, checked from the header before any pixel is decoded."""
+"""Largest image accepted, checked from the header before any pixel is decoded. It is the one limit:
+Pillow's own warning (for images past 89 million pixels) is silenced, and its error (past twice that)
+is reported as this limit."""
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 ImageSource = str | Path | bytes | np.ndarray | Image.Image
 
@@ -60,14 +64,27 @@ def decode_image(
                     raise EdgemlicError(
                         f"{label}: image is {img.width}x{img.height}, over the {max_pixels:,} pixel limit"
                     )
-                if min_side:
-                    img.draft("RGB", (min_side, min_side))
-                img.load()  # decode every pixel now: a truncated file fails here, not later
-                return _to_rgb(ImageOps.exif_transpose(img))
+                if img.format == "PNG":
+                    # PNG chunks carry checksums Pillow checks only here: without this a damaged file
+                    # decodes to wrong pixels without a word.
+                    img.verify()
+                    fp.seek(0)
+                    return _decode(Image.open(fp), min_side)
+                return _decode(img, min_side)
+        except Image.DecompressionBombError:
+            raise EdgemlicError(f"{label}: image is over the {max_pixels:,} pixel limit") from None
         except UnidentifiedImageError:
             raise EdgemlicError(f"{label}: not an image file Pillow can read") from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        except (OSError, SyntaxError, ValueError) as e:
             raise EdgemlicError(f"{label}: corrupt or truncated image ({e})") from None
+
+
+def _decode(img: Image.Image, min_side: int | None) -> Image.Image:
+    with img:
+        if min_side:
+            img.draft("RGB", (min_side, min_side))
+        img.load()  # decode every pixel now: a truncated file fails here, not later
+        return _to_rgb(ImageOps.exif_transpose(img))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -113,6 +130,12 @@ def preprocess(image: ImageSource, pre: Preprocessing) -> np.ndarray:
     """Resize the shorter side, centre-crop and normalize: a 3xSxS float32 array (CHW)."""
     img = as_rgb_image(image)
     new_w, new_h, left, top = resize_crop_geometry(*img.size, pre)
+    if new_w * new_h > MAX_PIXELS:
+        name = image if isinstance(image, str | Path) else "image"
+        raise EdgemlicError(
+            f"{name}: a {img.width}x{img.height} image would be resized to {new_w}x{new_h}, over the "
+            f"{MAX_PIXELS:,} pixel limit; an aspect ratio this extreme needs cropping first"
+        )
     img = img.resize((new_w, new_h), _RESAMPLE[pre.interpolation])
     img = img.crop((left, top, left + pre.input_size, top + pre.input_size))
     x = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgemlic import checks
 from edgemlic.card import ModelCard
 from edgemlic.compare import BUDGETS, Budget, Comparison, compare_scores
 from edgemlic.errors import EdgemlicError
@@ -137,8 +138,7 @@ def run_parity(
 
     if not artifacts:
         raise EdgemlicError("parity: give at least one artifact to compare with the reference")
-    if batch_size < 1:
-        raise EdgemlicError(f"parity: batch size {batch_size} must be at least 1")
+    checks.at_least("batch_size", batch_size, 1)
     budgets = {**DEFAULT_BUDGETS, **(budgets or {})}
     backends = []
     try:

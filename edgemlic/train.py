@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgemlic import __version__
+from edgemlic import __version__, checks
 from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.checkpoint import load_checkpoint, save_checkpoint
 from edgemlic.data.coco import CocoSplit, load_coco_split
 from edgemlic.data.transforms import EpochSampler, MultilabelDataset
 from edgemlic.distributed import World, barrier, distribute, gather, join, leave, per_rank_batch
 from edgemlic.errors import EdgemlicError
-from edgemlic.io import write_json
-from edgemlic.losses import create_loss
+from edgemlic.io import check_output_folder, write_json
+from edgemlic.losses import LOSSES, create_loss
 from edgemlic.metrics import multilabel_metrics
 from edgemlic.models import create_model
 from edgemlic.optim import OPTIMIZERS, SCHEDULES, create_optimizer, create_schedule
@@ -73,15 +73,18 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise EdgemlicError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.lr <= 0:
-            raise EdgemlicError("--lr must be positive")
-        if self.optimizer not in OPTIMIZERS:
-            raise EdgemlicError(f"--optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise EdgemlicError(f"--schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        for name in ("epochs", "batch_size", "patience"):
+            checks.at_least(name, getattr(self, name), 1)
+        for name in ("max_steps", "val_every", "workers", "weight_decay", "rotation"):
+            checks.at_least(name, getattr(self, name), 0)
+        for name in ("lr", "head_lr_mult"):
+            checks.positive(name, getattr(self, name))
+        if not 0 <= self.momentum < 1:
+            raise EdgemlicError(f"--momentum {self.momentum!r}: must be at least 0 and below 1")
+        checks.probability("threshold", self.threshold)
+        checks.one_of("optimizer", self.optimizer, OPTIMIZERS)
+        checks.one_of("schedule", self.schedule, SCHEDULES)
+        checks.one_of("loss", self.loss, LOSSES)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -184,6 +187,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         raise EdgemlicError(
             f"{run_dir} already holds a training run; pass --resume {run_dir} or another --out"
         )
+    check_output_folder(run_dir)  # before any data is read or any step is taken
 
     world, device = join(config.device)
     try:
@@ -251,7 +255,6 @@ def _train(
         if state.finished:
             raise EdgemlicError(f"{run_dir}: this run already finished; start a new one with another --out")
     elif world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", dataclasses.asdict(config) | {"world_size": world.size})
         card.save(run_dir / "card.json")
 

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -30,7 +28,7 @@ def test_failed_write_leaves_the_previous_checkpoint(tmp_path, card, monkeypatch
     before = (tmp_path / "m.pt").read_bytes()
 
     def crash(obj, f):
-        Path(f).write_bytes(b"partial")
+        f.write(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", crash)

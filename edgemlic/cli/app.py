@@ -4,6 +4,7 @@ Command modules import heavy libraries (torch, onnxruntime) inside their functio
 commands that do not need them keep working when an optional package is missing.
 """
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -59,3 +60,12 @@ def main(
     ] = False,
 ) -> None:
     """Multilabel image classifiers from PyTorch training to optimized edge inference."""
+
+
+def check_outputs(*files: Path | None) -> None:
+    """Before the work: every file the command writes at its end must be writable (None: not asked for)."""
+    from edgemlic.io import check_output_file
+
+    for path in files:
+        if path is not None:
+            check_output_file(path)

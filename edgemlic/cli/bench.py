@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgemlic.cli.app import app, console
+from edgemlic.cli.app import app, check_outputs, console
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -112,6 +112,7 @@ def bench(
     from edgemlic.errors import EdgemlicError
     from edgemlic.io import write_json
 
+    check_outputs(json_path, plot)
     report = run_bench(
         artifacts,
         _batch_sizes(batch_sizes),

@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgemlic.cli.app import app, console
+from edgemlic.cli.app import app, check_outputs, console
 
 SUMMARY = {
     "precision": "micro_precision",
@@ -57,8 +57,11 @@ def evaluate(
 ) -> None:
     """Micro/macro F1, Jaccard, mAP, per-class metrics and a threshold sweep on a split."""
     from edgemlic.evaluate import evaluate_artifact
-    from edgemlic.io import write_json
+    from edgemlic.io import check_output_folder, write_json
 
+    check_outputs(json_path, save_scores)
+    if plots:
+        check_output_folder(plots)
     result = evaluate_artifact(artifact, coco_root, split, threshold, keep_negatives, batch_size, device)
     r = result.report
     summary = _table(f"{Path(str(artifact)).name} on {split} ({r['num_images']} images)", SUMMARY)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgemlic.cli.app import app, console
+from edgemlic.cli.app import app, check_outputs, console
 
 
 @app.command()
@@ -46,6 +46,7 @@ def export(
     from edgemlic.export.report import format_report
     from edgemlic.io import write_json
 
+    check_outputs(json_path)
     result = export_model(
         checkpoint,
         out,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from edgemlic.cli.app import app, console
+from edgemlic.cli.app import app, check_outputs, console
 
 
 def _f(value: float | None, digits: int = 4) -> str:
@@ -83,6 +83,8 @@ def parity(
     """
     from edgemlic.io import write_json
     from edgemlic.parity import budgets_with_overrides, run_parity
+
+    check_outputs(json_path)
 
     budgets = budgets_with_overrides(
         max_delta_f1=max_delta_f1,

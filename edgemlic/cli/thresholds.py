@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgemlic.cli.app import app, console
+from edgemlic.cli.app import app, check_outputs, console
 
 thresholds_app = typer.Typer(help="Per-class decision thresholds.")
 app.add_typer(thresholds_app, name="thresholds")
@@ -34,6 +34,8 @@ def tune(
     """Tune one threshold per class on a validation split and write them into a new checkpoint's card."""
     from edgemlic.io import write_json
     from edgemlic.thresholds import tune_checkpoint
+
+    check_outputs(json_path, out)
 
     path, result = tune_checkpoint(
         checkpoint, coco_root, split, objective, out, min_positives, keep_negatives, batch_size, device

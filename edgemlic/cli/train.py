@@ -62,7 +62,6 @@ def train(
     from edgemlic.data.coco import parse_categories
     from edgemlic.distributed import train_on_processes
     from edgemlic.train import TrainConfig
-    from edgemlic.train import train as run_training
 
     config = TrainConfig(
         coco_root=str(coco_root), out_dir=str(out), categories=parse_categories(categories),
@@ -79,8 +78,5 @@ def train(
         config, resuming = TrainConfig.from_dict({**config.__dict__, "out_dir": resume}), True
     else:
         resuming = False
-    if nproc > 1:
-        best = train_on_processes(config, nproc, resume=resuming)
-    else:
-        best = run_training(config, resume=resuming)
+    best = train_on_processes(config, nproc, resume=resuming)
     console.print(f"best checkpoint: {best}")

@@ -104,6 +104,12 @@ def read_annotation_file(path: Path) -> dict[str, Any]:
         raise EdgemlicError(
             f"{path}: annotation file is not valid JSON ({e}); give a COCO instances file"
         ) from None
+    except RecursionError:
+        raise EdgemlicError(
+            f"{path}: annotation file nests too deeply to be a COCO instances file (or any sane JSON)"
+        ) from None
+    except OSError as e:
+        raise EdgemlicError(f"{path}: cannot read the annotation file ({e.strerror or e})") from None
     if not isinstance(dataset, dict):
         raise EdgemlicError(f"{path}: annotation file holds no JSON object; give a COCO instances file")
     for key, fields in _REQUIRED.items():
@@ -214,6 +220,12 @@ def _check_consistency(path: Path, dataset: dict[str, Any]) -> None:
         raise EdgemlicError(
             f"{path}: {len(dangling)} annotation(s) point to a missing image or category (first: annotation "
             f"{a['id']} with image_id {a['image_id']}, category_id {a['category_id']}); fix or drop them"
+        )
+    repeated = repeated_values(image["file_name"] for image in dataset["images"])
+    if repeated:
+        raise EdgemlicError(
+            f"{path}: {len(repeated)} file name(s) are listed by more than one image record (first: "
+            f"{repeated[0]!r}), so one picture would be scored under two label sets; merge the records"
         )
     for image in dataset["images"]:
         if unsafe_file_name(image["file_name"]):

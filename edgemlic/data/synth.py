@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edgemlic.errors import EdgemlicError
-from edgemlic.io import write_json
+from edgemlic.io import check_output_folder, make_folder, output_error, write_json
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
 DESCRIPTION = "edgemlic synthetic shapes"
@@ -51,19 +51,19 @@ def generate_shapes_dataset(
     if seed < 0:
         raise EdgemlicError(f"synthetic dataset: seed {seed} must be 0 or more")
     _check_output_folder(out)
+    check_output_folder(out)
 
     categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
     info = {"description": DESCRIPTION, "version": "1", "seed": seed, "image_size": image_size}
     next_image_id, next_ann_id = 1, 1  # ids run on from train into val, so they never collide
     for split_index, (split, count) in enumerate((("train2017", train_images), ("val2017", val_images))):
-        image_dir = out / split
-        image_dir.mkdir(parents=True, exist_ok=True)
+        image_dir = make_folder(out / split)
         images, annotations = [], []
         for i in range(count):
             rng = np.random.default_rng([seed, split_index, i])
             jpeg, shapes = _render(rng, image_size)
             file_name = f"{next_image_id:012d}.jpg"
-            (image_dir / file_name).write_bytes(jpeg)
+            _write_image(image_dir / file_name, jpeg)
             images.append(
                 {"id": next_image_id, "file_name": file_name, "width": image_size, "height": image_size}
             )
@@ -83,6 +83,14 @@ def generate_shapes_dataset(
         }
         write_json(out / "annotations" / f"instances_{split}.json", dataset)
     return out
+
+
+def _write_image(path: Path, jpeg: bytes) -> None:
+    """A plain write (not atomic: the annotation file, written last, is what makes the set complete)."""
+    try:
+        path.write_bytes(jpeg)
+    except OSError as e:
+        raise output_error(path, e) from None
 
 
 def _check_output_folder(out: Path) -> None:

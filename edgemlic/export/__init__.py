@@ -21,7 +21,7 @@ from edgemlic.artifacts import checkpoint_file
 from edgemlic.card import PRECISIONS, ModelCard
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx import OPSET, Graph, read_card
-from edgemlic.io import atomic_path, write_json, write_text
+from edgemlic.io import atomic_path, check_output_file, check_output_folder, write_json, write_text
 
 __all__ = ["ExportResult", "artifact_name", "export_model", "read_card"]
 
@@ -90,6 +90,9 @@ def export_model(
         calibration = int8_export.coco_calibration_set(
             calibration_data, calibration_split, card, calibration_count, calibration_method, seed
         )
+    check_output_folder(out_dir)  # the inputs are good: now the place, before minutes of work
+    if calibration_manifest is not None:
+        check_output_file(calibration_manifest)
     gate_sources = list(gate_images) if gate_images else list(calibration.images) if calibration else None
     batch = gate_batch(gate_sources, card)
     expected = pytorch_scores(model, batch)

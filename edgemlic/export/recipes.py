@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx_info import EngineBuild, OnnxModelInfo, engine_build, read_onnx_model
-from edgemlic.io import atomic_path, write_text
+from edgemlic.io import atomic_path, make_folder, write_text
 from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
 
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
@@ -253,7 +253,7 @@ def write_recipes(
         config = triton_config(model, backend, profile.max_batch, profile.opt_batch, flags)
         write_text(folder / "config.pbtxt", config)
         write_text(folder / "labels.txt", labels)
-        (folder / "1").mkdir(parents=True, exist_ok=True)
+        make_folder(folder / "1")
         written += [folder / "config.pbtxt", folder / "labels.txt"]
     copy = out_dir / "triton" / model.triton_onnx / "1" / "model.onnx"
     with atomic_path(copy) as tmp:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from edgemlic import checks
 from edgemlic.images import ImageSource, iter_preprocessed
 from edgemlic.runtime.backend import Backend
 from edgemlic.runtime.loader import load_backend
@@ -43,6 +44,7 @@ class Predictor:
 
     def scores(self, images: Sequence[ImageSource], batch_size: int = 32) -> np.ndarray:
         """Probabilities, N x classes, in the card's class order."""
+        checks.at_least("batch_size", batch_size, 1)
         batches = iter_preprocessed(images, self.card.preprocessing, batch_size)
         return np.concatenate([self.backend.infer(b) for b in batches])
 
