@@ -13,6 +13,7 @@ Colour rule of `decode_image` (every input becomes 8-bit RGB):
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -84,7 +85,8 @@ def _decode(img: Image.Image, min_side: int | None) -> Image.Image:
         if min_side:
             img.draft("RGB", (min_side, min_side))
         img.load()  # decode every pixel now: a truncated file fails here, not later
-        return _to_rgb(ImageOps.exif_transpose(img))
+        rotated = ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when nothing turns
+        return _to_rgb(img if rotated is None else rotated)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -136,11 +138,23 @@ def preprocess(image: ImageSource, pre: Preprocessing) -> np.ndarray:
             f"{name}: a {img.width}x{img.height} image would be resized to {new_w}x{new_h}, over the "
             f"{MAX_PIXELS:,} pixel limit; an aspect ratio this extreme needs cropping first"
         )
-    img = img.resize((new_w, new_h), _RESAMPLE[pre.interpolation])
-    img = img.crop((left, top, left + pre.input_size, top + pre.input_size))
-    x = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
-    x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    size = pre.input_size
+    resized = np.asarray(img.resize((new_w, new_h), _RESAMPLE[pre.interpolation]))
+    crop = resized[top : top + size, left : left + size]
+    # Normalizing is a function of the byte value alone: look each channel up in its 256-entry table
+    # (the same float32 arithmetic, done once per value) and write it straight into CHW order.
+    table = _normalization_table(pre.mean, pre.std)
+    out = np.empty((3, size, size), dtype=np.float32)
+    for channel in range(3):
+        np.take(table[channel], crop[:, :, channel], out=out[channel])
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _normalization_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(value / 255 - mean) / std for every byte value, per channel, in float32 as the formula gives it."""
+    values = np.arange(256, dtype=np.float32)[None, :] * (1.0 / 255.0)
+    return (values - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
 
 
 def preprocess_batch(images: list[ImageSource], pre: Preprocessing) -> np.ndarray:

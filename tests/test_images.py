@@ -144,6 +144,17 @@ def test_preprocess_shape_dtype_and_normalization() -> None:
     np.testing.assert_allclose(x.reshape(3, -1).std(axis=1), 0, atol=1e-5)
 
 
+def test_normalization_is_the_float32_formula_bit_for_bit() -> None:
+    """The lookup table gives exactly what the arithmetic gave, for every byte value of every channel."""
+    pre = Preprocessing(input_size=16, resize_size=16)  # the same size: resizing leaves pixels alone
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    pixels = np.stack([values, values[::-1], values.T], axis=-1)
+    formula = (pixels.astype(np.float32) * (1.0 / 255.0) - np.asarray(pre.mean, np.float32)) / np.asarray(
+        pre.std, np.float32
+    )
+    assert np.array_equal(preprocess(pixels, pre), formula.transpose(2, 0, 1))
+
+
 def test_preprocess_accepts_arrays_and_batches(tmp_path: Path) -> None:
     pre = Preprocessing(input_size=16, resize_size=20)
     img = _photo_like(30, 24)
