@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,11 +39,13 @@ def evaluate_artifact(
     keep_negatives: bool = False,
     batch_size: int = 32,
     device: str = "auto",
+    **open_options: Any,
 ) -> Evaluation:
     """Score every image of `split` that has one of the model's classes and compute the metrics.
 
-    `artifact` is a path or a backend already open (which is then closed here too)."""
-    with Predictor(artifact, threshold=threshold, device=device) as predictor:
+    `artifact` is a path (opened by `load_backend` with `device` and `open_options`, e.g. an .onnx
+    backend) or a backend already open (which is then closed here too)."""
+    with Predictor(artifact, threshold=threshold, device=device, **open_options) as predictor:
         card = predictor.card
         data = load_coco_split(Path(coco_root), split, card.classes, keep_negatives)
         scores = predictor.scores([s.path for s in data.samples], batch_size)

@@ -126,12 +126,14 @@ def run_parity(
     threshold: float | None = None,
     device: str = "auto",
     batch_size: int = 32,
+    onnx_variants: Sequence[str] = ("onnxruntime",),
 ) -> ParityReport:
     """Compare each artifact with the reference on every image of `split` with the card's classes.
 
     `reference` is a checkpoint or any other artifact; `budgets` maps a precision to its Budget
     (missing precisions take DEFAULT_BUDGETS). A budget overrun is a failed verdict, not an error; an
-    artifact that cannot be compared (missing, unreadable, another model) raises EdgemlicError.
+    artifact that cannot be compared (missing, unreadable, another model) raises EdgemlicError. Each
+    .onnx artifact is compared once per entry of `onnx_variants` ("onnxruntime", "openvino", ...).
     """
     from edgemlic.data.coco import load_coco_split
     from edgemlic.images import iter_preprocessed
@@ -139,11 +141,20 @@ def run_parity(
     if not artifacts:
         raise EdgemlicError("parity: give at least one artifact to compare with the reference")
     checks.at_least("batch_size", batch_size, 1)
+    from edgemlic.artifacts import artifact_kind
+    from edgemlic.runtime.loader import parse_onnx_variant
+
     budgets = {**DEFAULT_BUDGETS, **(budgets or {})}
+    variants = [parse_onnx_variant(v) for v in onnx_variants] or [{}]
+    runs = [(reference, {})] + [
+        (artifact, options)
+        for artifact in artifacts
+        for options in (variants if artifact_kind(artifact) == "onnx" else [{}])
+    ]
     backends = []
     try:
-        for artifact in (reference, *artifacts):
-            backends.append(_open_artifact(Path(artifact), device))
+        for artifact, options in runs:
+            backends.append(_open_artifact(Path(artifact), device, options))
             check_same_model_inputs(backends[0].card, backends[-1].card, artifact)
         card = backends[0].card
         data = load_coco_split(Path(coco_root), split, card.classes)
@@ -166,8 +177,8 @@ def run_parity(
             backend.precision,
             compare_scores(reference_scores, scores, thresholds, budget, targets),
         )
-        for artifact, backend, scores, budget in zip(
-            (reference, *artifacts),
+        for (artifact, _), backend, scores, budget in zip(
+            runs,
             backends,
             (reference_scores, *artifact_scores),
             (None, *(budgets[b.precision] for b in backends[1:])),
@@ -185,12 +196,12 @@ def run_parity(
     )
 
 
-def _open_artifact(path: Path, device: str):
+def _open_artifact(path: Path, device: str, options: dict[str, Any]):
     """The artifact's backend; any reason it cannot run here becomes one line naming the file."""
     from edgemlic.runtime import load_backend
 
     try:
-        return load_backend(path, device)
+        return load_backend(path, device, **options)
     except EdgemlicError as e:
         message = str(e)
         raise EdgemlicError(

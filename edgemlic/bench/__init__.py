@@ -6,7 +6,7 @@ the machine, `plot` draws the figure.
 
 from edgemlic.bench.environment import describe_environment
 from edgemlic.bench.plot import save_plot, series_label
-from edgemlic.bench.sweep import MODES, BenchCell, BenchReport, run_bench
+from edgemlic.bench.sweep import MODES, BenchCell, BenchReport, kind, run_bench
 from edgemlic.bench.timing import MIN_ITERATIONS, time_e2e, time_model
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "BenchCell",
     "BenchReport",
     "describe_environment",
+    "kind",
     "run_bench",
     "save_plot",
     "series_label",

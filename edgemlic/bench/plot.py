@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from edgemlic.bench.sweep import kind
 from edgemlic.errors import EdgemlicError
 from edgemlic.figures import new_figure, save_figure
 
@@ -15,8 +16,7 @@ from edgemlic.figures import new_figure, save_figure
 def series_label(cell: Any) -> str:
     """ "onnxruntime int8 (model.int8-cpu.onnx)", "pytorch fp16+cuda-graphs (best.pt)"."""
     c = cell if isinstance(cell, dict) else cell.to_dict()
-    kind = c["variant"] if c["backend"] == "pytorch" and c["variant"] != "eager" else c["precision"]
-    return f"{c['backend']} {kind} ({Path(c['artifact']).name})"
+    return f"{c['backend']} {kind(c)} ({Path(c['artifact']).name})"
 
 
 def save_plot(cells: Sequence[Any], path: str | Path, title: str = "") -> Path:

@@ -26,10 +26,17 @@ import numpy as np
 
 from edgemlic.artifacts import artifact_kind, checkpoint_file
 from edgemlic.bench.environment import describe_environment
-from edgemlic.bench.timing import DEFAULT_SECONDS, peak_rss_mb, reset_peak_rss, time_e2e, time_model
+from edgemlic.bench.timing import (
+    DEFAULT_SECONDS,
+    LoadMeter,
+    peak_rss_mb,
+    reset_peak_rss,
+    time_e2e,
+    time_model,
+)
 from edgemlic.errors import EdgemlicError, first_line
 from edgemlic.runtime import Backend, Predictor, load_backend
-from edgemlic.runtime.loader import parse_torch_options, variant_name
+from edgemlic.runtime.loader import parse_onnx_variant, parse_torch_options, variant_name
 
 MODES = ("model", "e2e")
 ROTATING_BATCHES = 4
@@ -45,7 +52,8 @@ class BenchCell:
     artifact: str
     backend: str
     variant: str
-    """PyTorch variant ("eager", "fp16+cuda-graphs", ...); "default" for the other backends."""
+    """How it ran: a PyTorch variant ("eager", "fp16+cuda-graphs"), an .onnx backend ("onnxruntime",
+    "openvino+throughput", "onnxruntime+no-spin"), or "default" for an engine."""
     precision: str
     device: str
     batch: int
@@ -63,12 +71,26 @@ class BenchCell:
     images_per_s: float | None = None
     peak_rss_mb: float | None = None
     peak_gpu_mb: float | None = None
+    load_average: float | None = None
+    """1-minute load average when the cell started."""
+    other_cpu_s: float | None = None
+    """CPU-seconds other processes used while the cell ran; other_cpu_share is that over all cores."""
+    other_cpu_share: float | None = None
     speedup_vs_pytorch: float | None = None
     """images/s over that of the same model's PyTorch eager FP32 row at this batch and mode."""
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def kind(cell: BenchCell | dict[str, Any]) -> str:
+    """What a row ran, for tables and legends: "int8", "int8+throughput", "fp16+cuda-graphs"."""
+    c = cell if isinstance(cell, dict) else cell.to_dict()
+    if c["backend"] == "pytorch":
+        return c["variant"] if c["variant"] != "eager" else c["precision"]
+    options = c["variant"].split("+")[1:]
+    return "+".join([c["precision"], *options])
 
 
 @dataclass(frozen=True)
@@ -84,11 +106,9 @@ class BenchReport:
 class _Target:
     artifact: Path
     kind: str
-    options: frozenset[str]
-
-    @property
-    def variant(self) -> str:
-        return variant_name(self.options) if self.kind == "checkpoint" else "default"
+    variant: str
+    options: dict[str, Any]
+    """load_backend's arguments for this variant."""
 
 
 @dataclass(frozen=True)
@@ -115,11 +135,13 @@ def run_bench(
     threads: int | None = None,
     device: str = "auto",
     torch_variants: Sequence[str] = ("eager",),
+    onnx_variants: Sequence[str] = ("onnxruntime",),
     coco_root: str | Path | None = None,
     split: str = "val2017",
     images: Sequence[str | Path] | None = None,
 ) -> BenchReport:
-    """Time every artifact (each PyTorch checkpoint once per variant) at every batch size.
+    """Time every artifact (each checkpoint once per PyTorch variant, each .onnx once per backend variant)
+    at every batch size.
 
     Input images are the split's (with `coco_root`, which also gives each row its micro-F1), else
     `images`, else a generated set. Give `iters` or `seconds` (default: DEFAULT_SECONDS, at least
@@ -135,7 +157,7 @@ def run_bench(
         raise EdgemlicError("--iters must be >= 1, --seconds > 0 and --warmup >= 0")
     if threads is not None and threads < 1:
         raise EdgemlicError(f"--threads {threads} must be at least 1")
-    targets = _targets(artifacts, torch_variants)
+    targets = _targets(artifacts, torch_variants, onnx_variants)
     seconds = DEFAULT_SECONDS if iters is None and seconds is None else seconds
 
     with tempfile.TemporaryDirectory(prefix="edgemlic-bench-") as tmp:
@@ -154,19 +176,25 @@ def run_bench(
     return BenchReport(environment, tuple(cells))
 
 
-def _targets(artifacts: Sequence[str | Path], torch_variants: Sequence[str]) -> list[_Target]:
-    """Every (artifact, variant) to measure; missing files and unknown kinds are refused up front."""
-    variants = [parse_torch_options(v) for v in torch_variants]
-    if not variants:
-        raise EdgemlicError("bench: give at least one PyTorch variant (eager)")
+def _targets(
+    artifacts: Sequence[str | Path], torch_variants: Sequence[str], onnx_variants: Sequence[str]
+) -> list[_Target]:
+    """Every (artifact, variant) to measure; missing files, unknown kinds and variants are refused first."""
+    if not torch_variants or not onnx_variants:
+        raise EdgemlicError("bench: give at least one PyTorch variant (eager) and one .onnx backend")
+    variants = {
+        "checkpoint": [
+            (variant_name(options), {"torch_options": options})
+            for options in map(parse_torch_options, torch_variants)
+        ],
+        "onnx": [(text, parse_onnx_variant(text)) for text in onnx_variants],
+        "engine": [("default", {})],
+    }
     targets = []
     for artifact in artifacts:
         path = Path(artifact)
         kind = artifact_kind(path)
-        if kind == "checkpoint":
-            targets += [_Target(path, kind, options) for options in variants]
-        else:
-            targets.append(_Target(path, kind, frozenset()))
+        targets += [_Target(path, kind, name, options) for name, options in variants[kind]]
     if not targets:
         raise EdgemlicError("bench: give at least one artifact")
     return targets
@@ -177,7 +205,7 @@ def _measure_target(target: _Target, settings: _Settings, paths: list[Path]) -> 
     file = checkpoint_file(target.artifact)
     template = BenchCell(
         artifact=str(target.artifact),
-        backend=BACKEND_NAMES[target.kind],
+        backend=target.options.get("backend", BACKEND_NAMES[target.kind]),
         variant=target.variant,
         precision=_declared_precision(target),
         device=settings.device,
@@ -189,9 +217,7 @@ def _measure_target(target: _Target, settings: _Settings, paths: list[Path]) -> 
     )
     reset_peak_rss()
     try:
-        backend = load_backend(
-            target.artifact, settings.device, threads=settings.threads, torch_options=target.options
-        )
+        backend = load_backend(target.artifact, settings.device, threads=settings.threads, **target.options)
     except Exception as e:  # a cell that cannot run is a result, not the end of the sweep
         message = describe_error(e)
         return [replace(template, batch=b, error=message) for b in settings.batch_sizes]
@@ -247,9 +273,11 @@ def _measure_cell(
             sources = [paths[i % len(paths)] for i in range(count)]
             flat = preprocess_batch(sources, backend.card.preprocessing)
             batches = [flat[i : i + cell.batch] for i in range(0, count, cell.batch)]
-            figures = time_model(backend, batches, cell.warmup, iters, seconds)
+            with LoadMeter() as load:
+                figures = time_model(backend, batches, cell.warmup, iters, seconds)
         else:
-            figures = time_e2e(backend, paths, cell.batch, cell.warmup, iters, seconds)
+            with LoadMeter() as load:
+                figures = time_e2e(backend, paths, cell.batch, cell.warmup, iters, seconds)
     except Exception as e:  # out of memory, an op the provider lacks, a lost GPU: record it and go on
         return replace(cell, error=describe_error(e), peak_rss_mb=round(peak_rss_mb(), 1))
     return replace(
@@ -258,6 +286,9 @@ def _measure_cell(
         iterations=int(figures["iterations"]),
         peak_rss_mb=round(peak_rss_mb(), 1),
         peak_gpu_mb=gpu(),
+        load_average=load.load_average,
+        other_cpu_s=load.other_cpu_s,
+        other_cpu_share=load.other_cpu_share,
     )
 
 
@@ -284,7 +315,7 @@ def _cuda_peak_tracking(backend: Backend):
 def _declared_precision(target: _Target) -> str:
     """The precision a row shows even when its backend cannot open (an engine's is in its fingerprint)."""
     if target.kind == "checkpoint":
-        return "fp16" if "fp16" in target.options else "fp32"
+        return "fp16" if "fp16" in target.options["torch_options"] else "fp32"
     if target.kind == "engine":
         from edgemlic.runtime.engine_fingerprint import load_fingerprint
 

@@ -8,6 +8,7 @@ the process's resident set size; on Linux its high-water mark is reset before ea
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,47 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the process's lifetime peak
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+MIN_METERED_S = 0.5
+
+
+class LoadMeter:
+    """How busy the machine was with other work while a cell ran: the 1-minute load average at its
+    start, and the CPU-seconds other processes used during it (all CPU time the kernel counted, minus
+    this process's own), from /proc/stat on Linux (None elsewhere)."""
+
+    def __enter__(self) -> LoadMeter:
+        self.load_average = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+        self._busy, self._own, self._wall = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
+        self.other_cpu_s = self.other_cpu_share = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = _busy_cpu_s()
+        if busy is None or self._busy is None:
+            return
+        wall = time.perf_counter() - self._wall
+        if wall < MIN_METERED_S:  # the kernel counts in 10 ms ticks: too coarse for a shorter cell
+            return
+        other = max(0.0, (busy - self._busy) - (_own_cpu_s() - self._own))
+        self.other_cpu_s = round(other, 3)
+        self.other_cpu_share = round(min(1.0, other / (wall * (os.cpu_count() or 1))), 4)
+
+
+def _busy_cpu_s() -> float | None:
+    """CPU-seconds every process has used since boot (user, nice, system, irq, softirq, steal)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _summary(latencies_s: list[float], images: int, elapsed_s: float) -> dict[str, float]:

@@ -69,3 +69,20 @@ def check_outputs(*files: Path | None) -> None:
     for path in files:
         if path is not None:
             check_output_file(path)
+
+
+OnnxBackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="What runs an .onnx model: onnxruntime (default) or openvino (openvino+throughput for its "
+        "throughput hint).",
+    ),
+]
+
+
+def onnx_backend(text: str | None) -> dict:
+    """load_backend's arguments for a --backend value (none: the default)."""
+    from edgemlic.runtime.loader import parse_onnx_variant
+
+    return parse_onnx_variant(text) if text else {}

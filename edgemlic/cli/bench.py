@@ -38,12 +38,13 @@ def print_cells(cells, title: str) -> None:
 
     from rich import box
 
+    from edgemlic.bench import kind
+
     console.print(title, markup=False)
-    for (artifact, variant), group in groupby(cells, key=lambda c: (c.artifact, c.variant)):
+    for (artifact, _), group in groupby(cells, key=lambda c: (c.artifact, c.variant)):
         group = list(group)
         first = group[0]
-        kind = variant if first.backend == "pytorch" and variant != "eager" else first.precision
-        facts = [f"{first.backend} {kind} on {first.device}", _f(first.size_mb, ".1f") + " MB"]
+        facts = [f"{first.backend} {kind(first)} on {first.device}", _f(first.size_mb, ".1f") + " MB"]
         if first.micro_f1 is not None:
             facts.append(f"micro-F1 {first.micro_f1:.4f}")
         console.print()
@@ -70,6 +71,9 @@ def print_cells(cells, title: str) -> None:
                 speedup,
             )
         console.print(table)
+        shares = [cell.other_cpu_share for cell in group if cell.other_cpu_share is not None]
+        if shares and max(shares) >= 0.05:
+            console.print(f"  other processes used up to {max(shares):.0%} of the CPU while this ran")
         for cell in group:
             if cell.error:
                 console.print(f"  batch {cell.batch}: {cell.error}", markup=False, highlight=False)
@@ -98,6 +102,13 @@ def bench(
             "joined with +."
         ),
     ] = "eager",
+    backends: Annotated[
+        str,
+        typer.Option(
+            help="How .onnx models run, comma-separated: onnxruntime, openvino; with options "
+            "openvino+throughput, onnxruntime+no-spin."
+        ),
+    ] = "onnxruntime",
     coco_root: Annotated[
         Path | None, typer.Option(help="Images from this dataset, and micro-F1 per row.")
     ] = None,
@@ -123,6 +134,7 @@ def bench(
         threads=threads,
         device=device,
         torch_variants=[v.strip() for v in torch_variants.split(",") if v.strip()],
+        onnx_variants=[v.strip() for v in backends.split(",") if v.strip()],
         coco_root=coco_root,
         split=split,
     )

@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgemlic.cli.app import app, check_outputs, console
+from edgemlic.cli.app import OnnxBackendOption, app, check_outputs, console, onnx_backend
 
 SUMMARY = {
     "precision": "micro_precision",
@@ -51,6 +51,7 @@ def evaluate(
     keep_negatives: bool = False,
     batch_size: int = 32,
     device: str = "auto",
+    backend: OnnxBackendOption = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] = None,
     save_scores: Annotated[Path | None, typer.Option(help="Write scores/targets/classes as .npz.")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write evaluation figures (PNG) to this folder.")] = None,
@@ -62,7 +63,9 @@ def evaluate(
     check_outputs(json_path, save_scores)
     if plots:
         check_output_folder(plots)
-    result = evaluate_artifact(artifact, coco_root, split, threshold, keep_negatives, batch_size, device)
+    result = evaluate_artifact(
+        artifact, coco_root, split, threshold, keep_negatives, batch_size, device, **onnx_backend(backend)
+    )
     r = result.report
     summary = _table(f"{Path(str(artifact)).name} on {split} ({r['num_images']} images)", SUMMARY)
     summary.add_row(*(_f(r[key]) for key in SUMMARY.values()))

@@ -73,6 +73,9 @@ def parity(
     ] = None,
     max_abs_diff: Annotated[float | None, typer.Option(help="Budget max |delta probability|.")] = None,
     device: str = "auto",
+    backends: Annotated[
+        str, typer.Option(help="What runs the .onnx artifacts, comma-separated: onnxruntime, openvino.")
+    ] = "onnxruntime",
     batch_size: int = 32,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the parity report as JSON.")] = None,
 ) -> None:
@@ -92,7 +95,10 @@ def parity(
         max_flip_rate=max_flip_rate,
         max_abs_diff=max_abs_diff,
     )
-    report = run_parity(reference, artifacts, coco_root, split, budgets, threshold, device, batch_size)
+    variants = [v.strip() for v in backends.split(",") if v.strip()]
+    report = run_parity(
+        reference, artifacts, coco_root, split, budgets, threshold, device, batch_size, variants
+    )
     print_report(report)
     if json_path:
         write_json(json_path, report.to_dict())

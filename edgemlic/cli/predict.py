@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgemlic.cli.app import app, console
+from edgemlic.cli.app import OnnxBackendOption, app, console, onnx_backend
 
 
 @app.command()
@@ -18,12 +18,13 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     threshold: Annotated[float | None, typer.Option(help="Global threshold (default: the card's).")] = None,
     device: str = "auto",
+    backend: OnnxBackendOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Predicted labels and per-class scores for each image."""
     from edgemlic.runtime import Predictor
 
-    with Predictor(artifact, threshold=threshold, device=device) as predictor:
+    with Predictor(artifact, threshold=threshold, device=device, **onnx_backend(backend)) as predictor:
         predictions = predictor.predict(images)
     if as_json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from edgemlic.artifacts import artifact_kind
 from edgemlic.errors import EdgemlicError, import_optional
 from edgemlic.runtime.backend import Backend
 
-ONNX_LIBRARIES = ("onnxruntime",)
-"""Inference libraries that run an .onnx model; the first is the default."""
+ONNX_BACKENDS = ("onnxruntime", "openvino")
+"""What can run an .onnx model; the first is the default."""
 
 TORCH_OPTIONS = ("fp16", "channels-last", "compile", "cuda-graphs")
 """PyTorch variants are "eager" or these options joined with "+", e.g. "fp16+channels-last+cuda-graphs":
@@ -41,21 +42,49 @@ def variant_name(options: Collection[str]) -> str:
     return "+".join(o for o in TORCH_OPTIONS if o in options) or "eager"
 
 
+ONNX_OPTIONS = {
+    "throughput": ("openvino", {"hint": "throughput"}),
+    "no-spin": ("onnxruntime", {"spin": False}),
+}
+"""Options an .onnx backend can be run with, written after it with "+": "openvino+throughput"."""
+
+
+def parse_onnx_variant(text: str) -> dict[str, Any]:
+    """load_backend's arguments for a variant: "openvino", "openvino+throughput", "onnxruntime+no-spin"."""
+    backend, *options = text.split("+")
+    if backend not in ONNX_BACKENDS:
+        raise EdgemlicError(
+            f"unknown backend {backend!r} for an .onnx model; choose {', '.join(ONNX_BACKENDS)}"
+        )
+    arguments: dict[str, Any] = {"backend": backend}
+    for option in options:
+        owner, setting = ONNX_OPTIONS.get(option, (None, {}))
+        if owner != backend:
+            known = ", ".join(f"{b}+{o}" for o, (b, _) in ONNX_OPTIONS.items())
+            raise EdgemlicError(f"unknown option {option!r} of {backend}; known: {known}")
+        arguments |= setting
+    return arguments
+
+
 def load_backend(
     artifact: str | Path,
     device: str = "auto",
     *,
     threads: int | None = None,
     torch_options: Collection[str] = (),
-    library: str | None = None,
+    backend: str | None = None,
+    hint: str | None = None,
+    spin: bool | None = None,
     contexts: int | None = None,
 ) -> Backend:
     """Open a checkpoint (.pt or run folder), ONNX model (.onnx) or TensorRT engine (.engine).
 
     `device` is auto, cpu, cuda or cuda:N for every kind (an engine refuses cpu: it has no CPU form).
-    `threads` sets the CPU intra-op threads of PyTorch and ONNX Runtime; `torch_options` tune a
-    checkpoint (see TORCH_OPTIONS); `library` chooses who runs an .onnx (default ONNX Runtime);
-    `contexts` bounds a TensorRT engine's execution contexts (threads beyond it wait for one).
+    `threads` sets the CPU threads of PyTorch, ONNX Runtime and OpenVINO; `torch_options` tune a
+    checkpoint (see TORCH_OPTIONS); `backend` chooses what runs an .onnx (ONNX_BACKENDS, default ONNX
+    Runtime); `hint` is OpenVINO's latency or throughput hint; `spin` lets ONNX Runtime's threads spin
+    while waiting for work (its default: faster on a quiet machine, slower on a shared one); `contexts`
+    bounds a TensorRT engine's execution contexts (threads beyond it wait for one).
     """
     path = Path(artifact)
     kind = artifact_kind(path)
@@ -63,21 +92,31 @@ def load_backend(
         raise EdgemlicError(f"threads {threads} must be at least 1")
     if torch_options and kind != "checkpoint":
         raise EdgemlicError(f"{path}: PyTorch options apply to checkpoints only, not to an {kind} artifact")
-    if library is not None and library not in ONNX_LIBRARIES:
-        raise EdgemlicError(f"unknown inference library {library!r}; choose {', '.join(ONNX_LIBRARIES)}")
+    if backend is not None and backend not in ONNX_BACKENDS:
+        raise EdgemlicError(
+            f"unknown backend {backend!r} for an .onnx model; choose {', '.join(ONNX_BACKENDS)}"
+        )
+    if backend is not None and kind != "onnx":
+        raise EdgemlicError(f"{path}: --backend {backend} runs .onnx models only")
     if contexts is not None and kind != "engine":
         raise EdgemlicError(f"{path}: execution contexts apply to TensorRT engines only")
-    if library is not None and kind != "onnx":
-        raise EdgemlicError(f"{path}: --backend {library} runs .onnx models only")
+    if hint is not None and backend != "openvino":
+        raise EdgemlicError("a latency or throughput hint applies to the openvino backend only")
+    if spin is not None and not (kind == "onnx" and backend in (None, "onnxruntime")):
+        raise EdgemlicError(f"{path}: thread spinning is an ONNX Runtime setting")
     if kind == "checkpoint":
         import_optional("torch")
         from edgemlic.runtime.torch_backend import TorchBackend
 
         return TorchBackend(path, device, options=torch_options, threads=threads)
+    if kind == "onnx" and backend == "openvino":
+        from edgemlic.runtime.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(path, device, threads=threads, hint=hint or "latency")
     if kind == "onnx":
         from edgemlic.runtime.onnx_backend import OnnxBackend
 
-        return OnnxBackend(path, device, threads=threads)
+        return OnnxBackend(path, device, threads=threads, spin=spin)
     from edgemlic.runtime.tensorrt_backend import DEFAULT_CONTEXTS, TensorRTBackend
 
     return TensorRTBackend(path, device, contexts=contexts or DEFAULT_CONTEXTS)

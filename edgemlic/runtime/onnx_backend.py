@@ -70,14 +70,20 @@ class OnnxBackend(Backend):
         device: str = "auto",
         *,
         threads: int | None = None,
+        spin: bool | None = None,
         name: str | None = None,
     ) -> None:
-        """`model` is an .onnx file or a serialized graph in memory (`name` then labels it in errors)."""
+        """`model` is an .onnx file or a serialized graph in memory (`name` then labels it in errors).
+
+        `spin`: whether idle intra-op threads spin (ONNX Runtime's default, fastest on a quiet machine)
+        or sleep (much better when other processes need the cores)."""
         ort = import_optional("onnxruntime")
         path = Path(name or ("in-memory model" if isinstance(model, bytes) else model))
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if spin is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         providers = _providers(device)
         try:
             source = model if isinstance(model, bytes) else str(model)

@@ -16,12 +16,8 @@ than the engine's profile are split into chunks, and a last chunk smaller than i
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -36,11 +32,10 @@ from edgemlic.runtime.engine_fingerprint import (
     rebuild_command,
     verify_engine_file,
 )
+from edgemlic.runtime.pool import Pool
 
 DEFAULT_CONTEXTS = 2
 """Execution contexts per engine: two let a request run while the next one's copies start."""
-
-T = TypeVar("T")
 
 
 def gpu_index(device: str) -> int:
@@ -63,52 +58,6 @@ def plan_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, 
     return [
         (s, min(s + max_batch, n), max(min(s + max_batch, n) - s, min_batch)) for s in range(0, n, max_batch)
     ]
-
-
-class ContextPool(Generic[T]):
-    """At most `size` items made by `make` on demand, each lent to one thread at a time."""
-
-    def __init__(self, make: Callable[[], T], size: int) -> None:
-        if size < 1:
-            raise EdgemlicError(f"contexts {size} must be at least 1")
-        self.size = size
-        self._make = make
-        self._free: queue.Queue[T] = queue.Queue()
-        self._made = 0
-        self._lock = threading.Lock()
-
-    @property
-    def made(self) -> int:
-        return self._made
-
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[T]:
-        """A free item, a new one while fewer than `size` exist, or the next one another thread returns."""
-        try:
-            item = self._free.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                create = self._made < self.size
-                self._made += create
-            if create:
-                try:
-                    item = self._make()
-                except BaseException:
-                    with self._lock:
-                        self._made -= 1
-                    raise
-            else:
-                item = self._free.get()
-        try:
-            yield item
-        finally:
-            self._free.put(item)
-
-    def drain(self) -> list[T]:
-        """Every item made, once each has been returned; the pool is empty afterwards."""
-        with self._lock:
-            made, self._made = self._made, 0
-        return [self._free.get() for _ in range(made)]
 
 
 def deserialize_engine(plan: bytes, device_index: int, dla_core: int | None, label: str) -> tuple[Any, Any]:
@@ -164,7 +113,7 @@ class TensorRTBackend(Backend):
         engine = self._engine
         self._device_index = device_index
         self._input, self._output, (self.min_batch, self.max_batch) = _io_names(engine, card, label)
-        self._pool: ContextPool[Any] = ContextPool(self._new_runner, contexts)
+        self._pool: Pool[Any] = Pool(self._new_runner, contexts)
 
     def _new_runner(self) -> Any:
         poly = nvidia.polygraphy_trt()

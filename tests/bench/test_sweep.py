@@ -89,6 +89,34 @@ def test_environment_names_the_machine_and_every_artifact(model_report, tiny_che
     }
 
 
+def test_every_onnx_backend_is_a_row(onnx_models, val_images):
+    variants = ["onnxruntime", "onnxruntime+no-spin", "openvino", "openvino+throughput"]
+    report = run_bench([onnx_models["int8"]], (4,), iters=3, onnx_variants=variants, images=val_images)
+    assert [(c.backend, c.variant, c.precision) for c in report.cells] == [
+        ("onnxruntime", "onnxruntime", "int8"),
+        ("onnxruntime", "onnxruntime+no-spin", "int8"),
+        ("openvino", "openvino", "int8"),
+        ("openvino", "openvino+throughput", "int8"),
+    ]
+    for cell in report.cells:
+        _sane(cell)
+    with pytest.raises(EdgemlicError, match="unknown backend 'tensorrt' for an .onnx model"):
+        run_bench([onnx_models["int8"]], (1,), iters=1, onnx_variants=["tensorrt"], images=val_images)
+
+
+def test_cells_record_what_else_used_the_cpu(onnx_models, val_images):
+    import subprocess
+    import sys
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        (cell,) = run_bench([onnx_models["int8"]], (1,), seconds=1.0, images=val_images).cells
+    finally:
+        busy.kill()
+    assert cell.load_average is not None and cell.other_cpu_s > 0.3  # about one core for a second
+    assert 0.1 < cell.other_cpu_share <= 1.0
+
+
 def test_e2e_mode_runs_jpeg_files_to_labels(onnx_models, val_images):
     report = run_bench([onnx_models["int8"]], (4,), "e2e", warmup=1, iters=6, images=val_images)
     (cell,) = report.cells
@@ -117,11 +145,11 @@ def test_failing_cells_are_recorded_and_the_sweep_goes_on(tiny_checkpoint, onnx_
     assert len(report.cells) == 10
     for cell in by_artifact[(str(engine), "default")]:
         assert cell.backend == "tensorrt" and "no fingerprint" in cell.error and str(engine) in cell.error
-    for cell in by_artifact[(str(broken), "default")]:
+    for cell in by_artifact[(str(broken), "onnxruntime")]:
         assert "not a loadable ONNX model" in cell.error and "\n" not in cell.error
     for cell in by_artifact[(str(tiny_checkpoint), "cuda-graphs")]:
         assert "needs a CUDA GPU" in cell.error and cell.images_per_s is None
-    for key in ((str(tiny_checkpoint), "eager"), (str(onnx_models["fp32"]), "default")):
+    for key in ((str(tiny_checkpoint), "eager"), (str(onnx_models["fp32"]), "onnxruntime")):
         for cell in by_artifact[key]:
             _sane(cell)
 
@@ -185,6 +213,7 @@ def test_command_matches_the_library(onnx_models, synth_root, tmp_path, capsys):
     written = json.loads((tmp_path / "bench.json").read_text())
     assert written["environment"]["artifact_sha256"] == library.environment["artifact_sha256"]
     timing = {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "peak_rss_mb", "speedup_vs_pytorch"}
+    timing |= {"load_average", "other_cpu_s", "other_cpu_share"}
     assert len(written["cells"]) == 2
     for ours, theirs in zip(library.cells, written["cells"], strict=True):
         expected = {k: v for k, v in ours.to_dict().items() if k not in timing}

@@ -9,7 +9,7 @@ from edgemlic.checkpoint import load_model
 from edgemlic.errors import EdgemlicError
 from edgemlic.images import decode_image, preprocess
 from edgemlic.runtime import Predictor, load_backend
-from edgemlic.runtime.loader import parse_torch_options
+from edgemlic.runtime.loader import parse_onnx_variant, parse_torch_options
 
 BACKENDS = [
     pytest.param(("checkpoint", "eager"), id="pytorch"),
@@ -19,6 +19,9 @@ BACKENDS = [
     pytest.param(("fp16", None), id="onnxruntime-fp16"),
     pytest.param(("int8", None), id="onnxruntime-int8"),
     pytest.param(("int8-cpu", None), id="onnxruntime-int8-cpu"),
+    pytest.param(("openvino", "fp32"), id="openvino-fp32"),
+    pytest.param(("openvino", "int8-cpu"), id="openvino-int8-cpu"),
+    pytest.param(("openvino+throughput", "int8"), id="openvino-throughput-int8"),
     pytest.param(("engine", None), id="tensorrt-fp16", marks=pytest.mark.tensorrt),
 ]
 """Every backend, with the options that change how it runs; the contract below holds for each."""
@@ -29,6 +32,9 @@ def backend(request, tiny_checkpoint, exported, tmp_path):
     kind, options = request.param
     if kind == "checkpoint":
         with load_backend(tiny_checkpoint, "cpu", torch_options=parse_torch_options(options)) as b:
+            yield b
+    elif kind.startswith("openvino"):
+        with load_backend(exported[options], "cpu", **parse_onnx_variant(kind)) as b:
             yield b
     elif kind == "engine":
         from edgemlic.export.tensorrt import build_engine
@@ -48,7 +54,7 @@ def test_backend_contract(backend, val_images):
     assert out.shape == (3, backend.card.num_classes) and out.dtype == np.float32
     assert np.all((out >= 0) & (out <= 1))
     np.testing.assert_allclose(backend.infer(batch[1:2]), out[1:2], atol=1e-5)  # batch-independent
-    assert backend.name in ("pytorch", "onnxruntime", "tensorrt") and backend.precision in (
+    assert backend.name in ("pytorch", "onnxruntime", "openvino", "tensorrt") and backend.precision in (
         "fp32",
         "fp16",
         "int8",

@@ -13,7 +13,8 @@ import pytest
 
 from edgemlic.errors import EdgemlicError
 from edgemlic.runtime import nvidia
-from edgemlic.runtime.tensorrt_backend import ContextPool, deserialize_engine, gpu_index, plan_chunks
+from edgemlic.runtime.pool import Pool
+from edgemlic.runtime.tensorrt_backend import deserialize_engine, gpu_index, plan_chunks
 
 
 def test_chunks_respect_the_profile():
@@ -41,7 +42,7 @@ def test_contexts_are_bounded_however_many_threads_infer():
         made.append(object())
         return made[-1]
 
-    pool = ContextPool(make, size=2)
+    pool = Pool(make, size=2)
 
     def request():
         for _ in range(5):
@@ -73,13 +74,13 @@ def test_a_context_that_cannot_be_made_does_not_count():
             raise EdgemlicError("out of GPU memory")
         return "context"
 
-    pool = ContextPool(make, size=1)
+    pool = Pool(make, size=1)
     with pytest.raises(EdgemlicError, match="out of GPU memory"), pool.lease():
         pass
     with pool.lease() as context:
         assert context == "context" and pool.made == 1
     with pytest.raises(EdgemlicError, match="contexts 0 must be at least 1"):
-        ContextPool(make, size=0)
+        Pool(make, size=0)
 
 
 def test_device_and_dla_core_are_set_before_the_engine_is_deserialized(monkeypatch):

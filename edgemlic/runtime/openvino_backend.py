@@ -1,0 +1,100 @@
+"""OpenVINO backend: runs edgemlic's ONNX graphs (FP32, FP16, Q/DQ INT8) on x86 and Arm CPUs.
+
+OpenVINO reads the ONNX file itself and keeps its metadata, so the model card comes with it and
+neither onnx nor torch is needed. Its CPU plugin would compute in bfloat16 on CPUs that have it;
+edgemlic asks for float32, so the graph's own precision is what runs (an INT8 graph still runs its
+integer kernels). Two hints, as OpenVINO defines them:
+- latency: one stream using every core for one batch at a time;
+- throughput: several streams; a batch is split over them and its parts run at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemlic.errors import EdgemlicError, first_line, import_optional
+from edgemlic.runtime.backend import Backend, parse_device
+from edgemlic.runtime.onnx_backend import CARD_METADATA_KEY, check_io_against_card, read_card_metadata
+from edgemlic.runtime.pool import Pool
+
+HINTS = ("latency", "throughput")
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+
+    def __init__(
+        self, path: str | Path, device: str = "auto", *, threads: int | None = None, hint: str = "latency"
+    ) -> None:
+        path = Path(path)
+        if parse_device(device)[0] == "cuda":
+            raise EdgemlicError(
+                "OpenVINO runs edgemlic's models on the CPU; use --device cpu, or ONNX Runtime or TensorRT "
+                "for the GPU"
+            )
+        if hint not in HINTS:
+            raise EdgemlicError(f"unknown OpenVINO hint {hint!r}; choose {' or '.join(HINTS)}")
+        core = _core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:
+            raise EdgemlicError(
+                f"{path}: OpenVINO cannot read this ONNX model ({first_line(e, 160)})"
+            ) from None
+        self.card = read_card_metadata(_metadata(model), path)
+        (inp,), (out,) = model.inputs, model.outputs
+        check_io_against_card(path, self.card, _dims(inp), _dims(out))
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": hint.upper(),
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self._compiled = core.compile_model(model, "CPU", config)
+        self.device = "cpu"
+        self.hint = hint
+        self.streams = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        # Infer requests are not thread-safe: each is lent to one caller at a time; a batch in the
+        # throughput hint takes up to `streams` of them.
+        self._pool: Pool[Any] = Pool(self._compiled.create_infer_request, self.streams)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        wanted = min(self.streams, len(batch)) if self.hint == "throughput" else 1
+        with self._pool.lease_many(wanted) as requests:
+            parts = np.array_split(batch, len(requests))
+            for request, part in zip(requests, parts, strict=True):
+                request.start_async([part])
+            for request in requests:
+                request.wait()
+            # copies: each request's output buffer is reused by its next inference
+            return np.concatenate([np.array(r.get_output_tensor(0).data, dtype=np.float32) for r in requests])
+
+    def close(self) -> None:
+        self._pool.drain()
+        self._compiled = None
+
+
+@functools.cache
+def _core() -> Any:
+    """One OpenVINO Core for the process. Its CPU plugin installs an alternate signal stack per Core
+    and puts back the previous one when that Core goes; Cores freed out of order leave a freed stack
+    installed, and the next Python signal handler (Ctrl+C, SIGCHLD) then kills the process with
+    SIGSEGV (seen with OpenVINO 2026.4). One Core that lives as long as the process avoids that, and
+    spares each backend the plugin's start-up."""
+    return import_optional("openvino").Core()
+
+
+def _metadata(model: Any) -> dict[str, str]:
+    """The ONNX file's metadata props, which OpenVINO keeps under rt_info["framework"]."""
+    if not model.has_rt_info(["framework", CARD_METADATA_KEY]):
+        return {}
+    return {CARD_METADATA_KEY: model.get_rt_info(["framework", CARD_METADATA_KEY]).astype(str)}
+
+
+def _dims(port: Any) -> list:
+    """A port's shape with dynamic dimensions as None."""
+    return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
