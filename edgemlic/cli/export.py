@@ -34,6 +34,17 @@ def export(
         str, typer.Option(help="INT8: tensorrt (symmetric S8S8) or cpu (U8S8, fastest in ONNX Runtime).")
     ] = "tensorrt",
     seed: Annotated[int, typer.Option(help="INT8: seed of the calibration image order.")] = 0,
+    max_float_layers: Annotated[
+        int,
+        typer.Option(help="INT8: keep up to this many layers in float to meet the budget below (0: plain)."),
+    ] = 0,
+    max_delta_f1: Annotated[
+        float | None, typer.Option(help="INT8 budget |delta micro-F1| vs FP32 (default: parity's).")
+    ] = None,
+    max_flip_rate: Annotated[
+        float | None, typer.Option(help="INT8 budget share of flipped decisions (default: parity's).")
+    ] = None,
+    max_abs_diff: Annotated[float | None, typer.Option(help="INT8 budget max |delta probability|.")] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the export report here.")
     ] = None,
@@ -45,6 +56,7 @@ def export(
     from edgemlic.export import export_model
     from edgemlic.export.report import format_report
     from edgemlic.io import write_json
+    from edgemlic.parity import budgets_with_overrides
 
     check_outputs(json_path)
     result = export_model(
@@ -59,6 +71,10 @@ def export(
         int8_target=target,
         cache_dir=calib_cache,
         seed=seed,
+        max_float_layers=max_float_layers,
+        budget=budgets_with_overrides(
+            max_delta_f1=max_delta_f1, max_flip_rate=max_flip_rate, max_abs_diff=max_abs_diff
+        )["int8"],
     )
     console.print(format_report(result.report), soft_wrap=True, markup=False)
     if json_path:

@@ -19,6 +19,7 @@ import numpy as np
 
 from edgemlic.artifacts import checkpoint_file
 from edgemlic.card import PRECISIONS, ModelCard
+from edgemlic.compare import Budget
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx import OPSET, Graph, read_card
 from edgemlic.io import atomic_path, check_output_file, check_output_folder, write_json, write_text
@@ -56,6 +57,8 @@ def export_model(
     gate_images: Sequence[str | Path] | None = None,
     cache_dir: str | Path | None = None,
     seed: int = 0,
+    max_float_layers: int = 0,
+    budget: Budget | None = None,
 ) -> ExportResult:
     """Export `checkpoint` to `out_dir/model.<precision>.onnx` and return the artifact and its report.
 
@@ -63,6 +66,10 @@ def export_model(
     (split `calibration_split`) or on exactly the files in `calibration_images`; the image list goes
     to `calibration_manifest` (default: beside the artifact, `model.int8.calibration.json`). Gates run
     on `gate_images`, else on the calibration images, else on a few generated JPEGs.
+
+    With `max_float_layers` > 0, INT8 must meet `budget` (default: parity's INT8 budget) against the
+    FP32 graph on held-out images of the calibration split, keeping up to that many layers in float
+    (`export.mixed`); when it cannot, nothing is written.
 
     One pass: the checkpoint, each calibration image and a reused FP32 graph are read once, the
     reference outputs computed once, and each graph written once.
@@ -76,7 +83,9 @@ def export_model(
     if precision not in PRECISIONS:
         raise EdgemlicError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "int8":
-        _check_int8_arguments(calibration_data, calibration_images, calibration_method, int8_target)
+        _check_int8_arguments(
+            calibration_data, calibration_images, calibration_method, int8_target, max_float_layers
+        )
     out_dir = Path(out_dir)
     path = out_dir / artifact_name(precision, int8_target)
     payload = load_checkpoint(checkpoint)
@@ -90,6 +99,11 @@ def export_model(
         calibration = int8_export.coco_calibration_set(
             calibration_data, calibration_split, card, calibration_count, calibration_method, seed
         )
+    held_out = None
+    if precision == "int8" and max_float_layers:
+        from edgemlic.export.mixed import held_out_images
+
+        held_out = held_out_images(calibration_data, calibration_split, card, calibration.paths, seed)
     check_output_folder(out_dir)  # the inputs are good: now the place, before minutes of work
     if calibration_manifest is not None:
         check_output_file(calibration_manifest)
@@ -138,6 +152,12 @@ def export_model(
                     Path(cache_dir) if cache_dir else None,
                 )
                 final = quantized.graph
+                if held_out is not None:
+                    choice = _mixed_precision(
+                        fp32.graph, final, card8, int8_target, held_out, budget, max_float_layers, tmp
+                    )
+                    final = choice.graph
+                    report["mixed"] = choice.record
             # FP16 and INT8 deltas are reported, not judged: parity owns their budgets. Only NaN or
             # infinite outputs (a broken conversion) stop the export here.
             final_gate = gate(fp32.scores, final.scores(batch), final.card, "fp32-onnx")
@@ -236,12 +256,50 @@ def _convert_fp16(fp32: Graph, path: Path, checkpoint_sha256: str) -> Graph:
     return convert_fp16(fp32, path, card)
 
 
+@dataclass(frozen=True)
+class _Mixed:
+    graph: Graph
+    record: dict[str, Any]
+
+
+def _mixed_precision(
+    fp32: Graph,
+    int8: Graph,
+    card: ModelCard,
+    target: str,
+    held_out: tuple[Any, Any],
+    budget: Budget | None,
+    max_float_layers: int,
+    path: Path,
+) -> _Mixed:
+    """Keep the fewest layers in float for the budget to hold, and write that graph to `path`."""
+    import json
+
+    from edgemlic.compare import BUDGETS
+    from edgemlic.export.mixed import choose_float_layers
+    from edgemlic.export.onnx import set_card, write_graph
+
+    budget = budget or BUDGETS["parity"]["int8"]
+    choice = choose_float_layers(
+        fp32.proto, int8.proto, target, *held_out, card.thresholds(), budget, max_float_layers
+    )
+    provenance = {
+        "int8_float_layers": ",".join(choice.float_layers),
+        "int8_budget": json.dumps({k: v for k, v in budget.to_dict().items() if v is not None}),
+        "int8_budget_verdict": "met" if choice.verdict["mixed"]["passed"] else "missed",
+    }
+    set_card(choice.model, card.replace(provenance={**card.provenance, **provenance}))
+    return _Mixed(write_graph(choice.model, path), choice.to_dict())
+
+
 def _check_int8_arguments(
     calibration_data: str | Path | None,
     calibration_images: Sequence[str | Path] | None,
     method: str,
     target: str,
+    max_float_layers: int,
 ) -> None:
+    from edgemlic import checks
     from edgemlic.export.int8 import check_int8_options
 
     if (calibration_data is None) == (calibration_images is None):
@@ -250,3 +308,9 @@ def _check_int8_arguments(
             "calibration_data or calibration_images, not both)"
         )
     check_int8_options(method, target)
+    checks.at_least("max_float_layers", max_float_layers, 0)
+    if max_float_layers and calibration_images is not None:
+        raise EdgemlicError(
+            "choosing float layers needs labelled held-out images: calibrate with --calib-data COCO_ROOT "
+            "(calibration_data), not an image list"
+        )

@@ -49,6 +49,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"{calibration['manifest']} (sha256 {calibration['manifest_sha256'][:12]}), "
             f"cache {'hit' if calibration['cache_hit'] else 'miss'}"
         )
+    if report.get("mixed"):
+        lines += _mixed_lines(report["mixed"], report.get("int8_target"))
     gates = [report["gate"]]
     if report["precision"] != "fp32" and fp32.get("gate"):
         gates.insert(0, fp32["gate"])
@@ -60,3 +62,35 @@ def format_report(report: dict[str, Any]) -> str:
         )
     lines.append(f"  report: {report['report']}")
     return "\n".join(lines)
+
+
+def _figures(m: dict[str, Any]) -> str:
+    f1 = "" if m["delta_micro_f1"] is None else f", micro-F1 {m['delta_micro_f1']:+.4f}"
+    return f"flips {100 * m['flip_rate']:.2f}%{f1}, max |dp| {m['max_abs_diff']:.3f}"
+
+
+def _mixed_lines(mixed: dict[str, Any], target: str | None) -> list[str]:
+    layers = mixed["float_layers"]
+    budget = ", ".join(
+        f"{name.removeprefix('max_')} <= {v:g}" for name, v in mixed["budget"].items() if v is not None
+    )
+    kind = "float16" if target == "tensorrt" else "float"
+    kept = f"{len(layers)} layers in {kind} ({', '.join(layers)})" if layers else "no layer in float"
+    search, verdict = mixed["search"], mixed["verdict"]
+    lines = [
+        f"  mixed precision: {kept}, for the budget {budget}",
+        f"    search, {search['plain']['images']} held-out images: plain INT8 {_figures(search['plain'])}; "
+        f"mixed {_figures(search['mixed'])}",
+        f"    verdict, {verdict['plain']['images']} other images: plain INT8 {_figures(verdict['plain'])}; "
+        f"mixed {_figures(verdict['mixed'])}: budget {'met' if mixed['verdict_met'] else 'MISSED'}",
+    ]
+    if mixed["speed"]:
+        speed = mixed["speed"]
+        lines.append(
+            f"    speed ({speed['backend']}): {speed['mixed_images_per_s']:.1f} images/s, "
+            f"{speed['mixed_share']:.2f} of plain INT8's {speed['plain_images_per_s']:.1f}"
+        )
+    if mixed["sensitivity"]:
+        worst = "; ".join(f"{row['layer']} {_figures(row)}" for row in mixed["sensitivity"][:3])
+        lines.append(f"    most damaging layers (INT8 with only that layer in float): {worst}")
+    return lines

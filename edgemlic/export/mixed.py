@@ -1,0 +1,361 @@
+"""Mixed INT8: keep the layers that cost the most decisions out of INT8 until an accuracy budget holds.
+
+The cost of quantizing is measured in the user's terms, on held-out labelled images that calibration
+never saw: flipped yes/no decisions, the change of micro-F1 and the largest probability change, all
+against the FP32 graph (`compare_scores`, the same measure parity uses). Steps:
+
+1. Plain INT8 on the search images. Within the budget: nothing to do.
+2. Sensitivity: each Conv/Gemm in turn is left out of INT8 (everything else stays quantized) and the
+   graph measured again; a layer whose absence removes the most error is the most damaging one.
+3. The layers, most damaging first, are left out one more at a time, each kept only if the mix
+   gets closer to the budget with it, until the budget holds or `max_float_layers` are out.
+4. The verdict: plain and mixed INT8 measured again on the other half of the held-out images, so the
+   reported result is not tuned to its own test.
+
+A layer left out computes from the float tensor before its input's Q/DQ pair, with float weights:
+float16 in the TensorRT form (Casts around it, so the graph stays strongly typed and TensorRT 10 and 11
+build the layer in FP16), float32 in the CPU form. The calibrated ranges do not depend on the choice,
+so they are computed once for the full graph and the choice is applied to its quantized form.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemlic.card import ModelCard
+from edgemlic.compare import Budget, Comparison, compare_scores
+from edgemlic.data.coco import load_coco_split
+from edgemlic.errors import EdgemlicError
+from edgemlic.images import preprocess_batch
+
+LAYER_OP_TYPES = ("Conv", "Gemm", "Add")
+"""The quantized nodes that can be kept in float: the weighted layers and the residual additions."""
+WEIGHTED = ("Conv", "Gemm")
+HELD_OUT_IMAGES = 64
+"""Images per held-out half (search, verdict); fewer when the split has fewer left after calibration."""
+SPEED_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Preprocessed images and their true labels."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+
+
+def held_out_images(
+    root: str | Path, split: str, card: ModelCard, exclude: tuple[Path, ...], seed: int = 0
+) -> tuple[Labelled, Labelled]:
+    """(search, verdict): two disjoint halves of the split's images that calibration did not use."""
+    samples = load_coco_split(root, split, card.classes, keep_negatives=True).samples
+    used = {p.resolve() for p in exclude}
+    left = [s for s in samples if s.path.resolve() not in used]
+    order = np.random.default_rng(seed).permutation(len(left))
+    half = min(HELD_OUT_IMAGES, len(left) // 2)
+    if half < 8:
+        raise EdgemlicError(
+            f"{root}: split {split!r} has {len(left)} images besides the calibration images; choosing float "
+            "layers needs at least 16 more, to search on half and judge on the other; use fewer "
+            "--calib-images or a larger split"
+        )
+    chosen = [left[i] for i in order[: 2 * half]]
+
+    def labelled(part: list) -> Labelled:
+        return Labelled(
+            preprocess_batch([s.path for s in part], card.preprocessing), np.stack([s.target for s in part])
+        )
+
+    return labelled(chosen[:half]), labelled(chosen[half:])
+
+
+def layer_names(fp32: Any) -> list[str]:
+    """The layers of an FP32 graph that INT8 quantizes, in graph order."""
+    return [_layer_name(node) for node in fp32.graph.node if node.op_type in LAYER_OP_TYPES]
+
+
+def _layer_name(node: Any) -> str:
+    """A weighted layer by its weight's module path (0.layer3.1.conv2), an addition by its node name."""
+    return node.input[1].removesuffix(".weight") if node.op_type in WEIGHTED else node.name
+
+
+def keep_in_float(int8: Any, fp32: Any, layers: list[str], target: str) -> Any:
+    """A copy of the INT8 graph in which `layers` compute from float inputs and float weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(int8)
+    graph = model.graph
+    by_layer = {_layer_name(n): n for n in fp32.graph.node if n.op_type in LAYER_OP_TYPES}
+    unknown = sorted(set(layers) - set(by_layer))
+    if unknown:
+        raise EdgemlicError(f"the graph has no quantized layer named {', '.join(unknown)}")
+    weights = {t.name: t for t in fp32.graph.initializer}
+    producer = {out: n for n in graph.node for out in n.output}
+    fp32_producer = {out: n for n in fp32.graph.node for out in n.output}
+    nodes = {n.name: n for n in graph.node}
+    half = target == "tensorrt"
+    for layer in layers:
+        node = nodes[by_layer[layer].name]
+        weighted = node.op_type in WEIGHTED
+        inputs = [
+            _float_input(t, graph, producer, fp32_producer)
+            for t in (node.input[:1] if weighted else node.input)
+        ]
+        params = []
+        for name in by_layer[layer].input[1:] if weighted else ():
+            kept = f"{name}_{'float16' if half else 'float'}"
+            value = numpy_helper.to_array(weights[name]).astype(np.float16 if half else np.float32)
+            graph.initializer.append(numpy_helper.from_array(value, kept))
+            params.append(kept)
+        if half:  # Casts in and out: the layer is float16 in a graph that stays strongly typed
+            for i, tensor in enumerate(inputs):
+                inputs[i] = f"{layer}_input{i}_float16"
+                cast = helper.make_node("Cast", [tensor], [inputs[i]], to=TensorProto.FLOAT16)
+                graph.node.insert(list(graph.node).index(node), cast)
+            result, node.output[0] = node.output[0], f"{layer}_output_float16"
+            cast = helper.make_node("Cast", [node.output[0]], [result], to=TensorProto.FLOAT)
+            graph.node.insert(list(graph.node).index(node) + 1, cast)
+        node.input[:] = [*inputs, *params]
+    _prune(graph)
+    return model
+
+
+PASS_THROUGH = ("Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape")
+"""Ops of one data input between a layer and its producer whose quantized copy a float layer bypasses."""
+
+
+def _float_input(tensor: str, graph: Any, producer: dict[str, Any], fp32_producer: dict[str, Any]) -> str:
+    """The same value as `tensor` without the quantization on its way from the previous layer or Add.
+
+    A Q -> DQ pair is skipped, and a Relu or MaxPool reading a quantized value is repeated on the float
+    one. ONNX Runtime's U8 quantizer drops a Relu after a Conv (the unsigned Q clamps at zero in its
+    place), so where the FP32 graph had a Relu there, the float path gets it back.
+    """
+    node = producer.get(tensor)
+    if node is None:
+        return tensor
+    if node.op_type == "DequantizeLinear":
+        q = producer.get(node.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            return tensor
+        before = q.input[0]
+        wanted, found = fp32_producer.get(before), producer.get(before)
+        if wanted is not None and found is not None and wanted.op_type != found.op_type:
+            if wanted.op_type != "Relu":
+                return tensor  # an op the quantizer folded that is not re-created here: stay quantized
+            return _repeat(wanted, before, graph, producer, after=found)
+        return _float_input(before, graph, producer, fp32_producer)
+    if node.op_type in PASS_THROUGH:
+        inner = _float_input(node.input[0], graph, producer, fp32_producer)
+        if inner != node.input[0]:
+            return _repeat(node, inner, graph, producer, after=node)
+    return tensor
+
+
+def _repeat(template: Any, data: str, graph: Any, producer: dict[str, Any], after: Any) -> str:
+    """`template`'s op with its attributes, on the tensor `data`, inserted once after the node `after`."""
+    from onnx import helper
+
+    output = f"{data}_{template.op_type.lower()}_float"
+    if output not in producer:
+        node = helper.make_node(template.op_type, [data, *template.input[1:]], [output])
+        node.attribute.extend(template.attribute)
+        graph.node.insert(list(graph.node).index(after) + 1, node)
+        producer[output] = node
+    return output
+
+
+def _prune(graph: Any) -> None:
+    """Remove the nodes nothing reads any more (a layer's weight DQ, a Q/DQ pair only it used) and the
+    initializers they read."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {name for n in graph.node for name in n.input} | outputs
+        dead = [n for n in graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    read = {name for n in graph.node for name in n.input}
+    kept = [t for t in graph.initializer if t.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+# ---- measuring --------------------------------------------------------------------------------------
+
+
+def graph_scores(model: Any, inputs: np.ndarray) -> np.ndarray:
+    """Probabilities of an in-memory graph from ONNX Runtime on the CPU."""
+    from edgemlic.runtime.onnx_backend import OnnxBackend
+
+    with OnnxBackend(model.SerializeToString(), device="cpu", name="mixed-precision candidate") as backend:
+        return np.concatenate([backend.infer(inputs[i : i + 8]) for i in range(0, len(inputs), 8)])
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One graph against the FP32 graph on one set of images."""
+
+    comparison: Comparison
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.comparison
+        return {
+            "images": c.images,
+            "flip_rate": round(c.flip_rate, 6),
+            "delta_micro_f1": None if c.delta_micro_f1 is None else round(c.delta_micro_f1, 6),
+            "max_abs_diff": round(c.max_abs_diff, 6),
+            "passed": c.passed,
+            "failures": list(c.failures),
+        }
+
+
+class Judge:
+    """Measures graphs against the FP32 graph's scores on one labelled set, under one budget."""
+
+    def __init__(self, fp32: Any, images: Labelled, thresholds: np.ndarray, budget: Budget) -> None:
+        self.images, self.thresholds, self.budget = images, thresholds, budget
+        self.reference = graph_scores(fp32, images.inputs)
+
+    def __call__(self, model: Any) -> Measured:
+        scores = graph_scores(model, self.images.inputs)
+        return Measured(
+            compare_scores(self.reference, scores, self.thresholds, self.budget, self.images.targets)
+        )
+
+
+def _over_budget(measured: Measured, budget: Budget) -> tuple[float, float, float]:
+    """What ranks a candidate: its largest figure as a multiple of its limit in the budget, then
+    flipped decisions, then the largest score change."""
+    c = measured.comparison
+    figures = {
+        "max_delta_f1": abs(c.delta_micro_f1 or 0.0),
+        "max_delta_jaccard": abs(c.delta_jaccard or 0.0),
+        "max_flip_rate": c.flip_rate,
+        "max_abs_diff": c.max_abs_diff,
+    }
+    limits = {name: getattr(budget, name) for name in figures if getattr(budget, name) is not None}
+    worst = max(
+        (figures[n] / limit if limit else figures[n] * 1e9 for n, limit in limits.items()), default=0.0
+    )
+    return (worst, c.flip_rate, c.max_abs_diff)
+
+
+@dataclass(frozen=True)
+class MixedChoice:
+    """The layers kept in float, and every figure that led there."""
+
+    float_layers: list[str]
+    budget: Budget
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    """Per layer, the search set's figures with only that layer left out of INT8, most damaging first."""
+    search: dict[str, Any] = field(default_factory=dict)
+    verdict: dict[str, Any] = field(default_factory=dict)
+    speed: dict[str, Any] = field(default_factory=dict)
+    model: Any = None
+    """The chosen graph (the plain INT8 graph itself when no layer is kept in float)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "float_layers": self.float_layers,
+            "budget": self.budget.to_dict(),
+            "verdict_met": self.verdict["mixed"]["passed"],
+            "search": self.search,
+            "verdict": self.verdict,
+            "speed": self.speed,
+            "sensitivity": self.sensitivity,
+        }
+
+
+def choose_float_layers(
+    fp32: Any,
+    int8: Any,
+    target: str,
+    search: Labelled,
+    verdict: Labelled,
+    thresholds: np.ndarray,
+    budget: Budget,
+    max_float_layers: int,
+) -> MixedChoice:
+    """The fewest layers to keep in float for the budget to hold on `search`, judged on `verdict`.
+
+    Raises a one-line EdgemlicError with the best mix found when `max_float_layers` are not enough.
+    """
+    judge = Judge(fp32, search, thresholds, budget)
+    plain = judge(int8)
+    chosen: list[str] = []
+    best, sensitivity = plain, []
+    if not plain.comparison.passed:
+        left_out = {layer: judge(keep_in_float(int8, fp32, [layer], target)) for layer in layer_names(fp32)}
+        ranking = sorted(
+            left_out, key=lambda layer: _over_budget(left_out[layer], budget)
+        )  # stable: graph order on ties
+        sensitivity = [{"layer": layer, **left_out[layer].to_dict()} for layer in ranking]
+        for layer in ranking:  # most damaging first; a layer stays only if the mix gets better with it
+            if best.comparison.passed or len(chosen) == max_float_layers:
+                break
+            candidate = judge(keep_in_float(int8, fp32, [*chosen, layer], target))
+            if _over_budget(candidate, budget) < _over_budget(best, budget):
+                chosen, best = [*chosen, layer], candidate
+        if not best.comparison.passed:
+            raise EdgemlicError(
+                f"INT8 misses its budget with up to {max_float_layers} layers kept in float: the best found "
+                f"({len(chosen)} layers) has {_figures(best)} against {_figures(plain)} for plain INT8 on "
+                f"{search.inputs.shape[0]} held-out images ({'; '.join(best.comparison.failures)}); allow "
+                "more with --max-float-layers or loosen the budget; nothing was written"
+            )
+    mixed = keep_in_float(int8, fp32, chosen, target) if chosen else int8
+    final = Judge(fp32, verdict, thresholds, budget)
+    return MixedChoice(
+        float_layers=chosen,
+        budget=budget,
+        sensitivity=sensitivity,
+        search={"plain": plain.to_dict(), "mixed": best.to_dict()},
+        verdict={"plain": final(int8).to_dict(), "mixed": final(mixed).to_dict()},
+        speed=compare_speed(int8, mixed, search.inputs[:1]) if chosen else {},
+        model=mixed,
+    )
+
+
+def _figures(measured: Measured) -> str:
+    c = measured.comparison
+    f1 = "" if c.delta_micro_f1 is None else f", micro-F1 {c.delta_micro_f1:+.4f}"
+    return f"flips {100 * c.flip_rate:.2f}%{f1}, max |dp| {c.max_abs_diff:.3f}"
+
+
+def compare_speed(plain: Any, mixed: Any, image: np.ndarray) -> dict[str, Any]:
+    """Batch-1 images/s of both graphs in ONNX Runtime on this CPU, alternating over a few rounds."""
+    from edgemlic.runtime.onnx_backend import OnnxBackend
+
+    backends = [
+        OnnxBackend(m.SerializeToString(), device="cpu", name=n)
+        for m, n in ((plain, "plain"), (mixed, "mixed"))
+    ]
+    times: list[list[float]] = [[], []]
+    try:
+        for backend in backends:
+            backend.infer(image)  # warm-up
+        for _ in range(SPEED_ROUNDS):
+            for i, backend in enumerate(backends):
+                started = time.perf_counter()
+                for _ in range(4):
+                    backend.infer(image)
+                times[i].append((time.perf_counter() - started) / 4)
+    finally:
+        for backend in backends:
+            backend.close()
+    plain_rate, mixed_rate = (1.0 / float(np.median(t)) for t in times)
+    return {
+        "backend": "onnxruntime cpu, batch 1",
+        "plain_images_per_s": round(plain_rate, 2),
+        "mixed_images_per_s": round(mixed_rate, 2),
+        "mixed_share": round(mixed_rate / plain_rate, 4),
+    }
