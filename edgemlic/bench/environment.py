@@ -97,7 +97,7 @@ def describe_environment(artifacts: Sequence[Path]) -> dict[str, Any]:
             "edgemlic": __version__,
             **{
                 name: _version(name)
-                for name in ("numpy", "torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")
+                for name in ("numpy", "torch", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt")
             },
         },
         "onnxruntime_providers": providers,

@@ -45,6 +45,10 @@ def export(
         float | None, typer.Option(help="INT8 budget share of flipped decisions (default: parity's).")
     ] = None,
     max_abs_diff: Annotated[float | None, typer.Option(help="INT8 budget max |delta probability|.")] = None,
+    holdout_split: Annotated[
+        str | None,
+        typer.Option(help="INT8: split of --calib-data the budget is measured on (default: --calib-split)."),
+    ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the export report here.")
     ] = None,
@@ -75,6 +79,7 @@ def export(
         budget=budgets_with_overrides(
             max_delta_f1=max_delta_f1, max_flip_rate=max_flip_rate, max_abs_diff=max_abs_diff
         )["int8"],
+        held_out_split=holdout_split,
     )
     console.print(format_report(result.report), soft_wrap=True, markup=False)
     if json_path:

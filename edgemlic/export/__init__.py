@@ -59,6 +59,7 @@ def export_model(
     seed: int = 0,
     max_float_layers: int = 0,
     budget: Budget | None = None,
+    held_out_split: str | None = None,
 ) -> ExportResult:
     """Export `checkpoint` to `out_dir/model.<precision>.onnx` and return the artifact and its report.
 
@@ -68,8 +69,9 @@ def export_model(
     on `gate_images`, else on the calibration images, else on a few generated JPEGs.
 
     With `max_float_layers` > 0, INT8 must meet `budget` (default: parity's INT8 budget) against the
-    FP32 graph on held-out images of the calibration split, keeping up to that many layers in float
-    (`export.mixed`); when it cannot, nothing is written.
+    FP32 graph on labelled images calibration did not use (of `held_out_split`, by default the
+    calibration split), keeping up to that many layers in float (`export.mixed`); when it cannot,
+    nothing is written.
 
     One pass: the checkpoint, each calibration image and a reused FP32 graph are read once, the
     reference outputs computed once, and each graph written once.
@@ -103,7 +105,9 @@ def export_model(
     if precision == "int8" and max_float_layers:
         from edgemlic.export.mixed import held_out_images
 
-        held_out = held_out_images(calibration_data, calibration_split, card, calibration.paths, seed)
+        held_out = held_out_images(
+            calibration_data, held_out_split or calibration_split, card, calibration.paths, seed
+        )
     check_output_folder(out_dir)  # the inputs are good: now the place, before minutes of work
     if calibration_manifest is not None:
         check_output_file(calibration_manifest)
