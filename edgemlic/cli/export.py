@@ -58,9 +58,9 @@ def export(
 ) -> None:
     """Export to ONNX with the model card inside, gated against PyTorch on real images."""
     from edgemlic.export import export_model
+    from edgemlic.export.mixed import int8_budget
     from edgemlic.export.report import format_report
     from edgemlic.io import write_json
-    from edgemlic.parity import budgets_with_overrides
 
     check_outputs(json_path)
     result = export_model(
@@ -76,9 +76,7 @@ def export(
         cache_dir=calib_cache,
         seed=seed,
         max_float_layers=max_float_layers,
-        budget=budgets_with_overrides(
-            max_delta_f1=max_delta_f1, max_flip_rate=max_flip_rate, max_abs_diff=max_abs_diff
-        )["int8"],
+        budget=int8_budget(max_delta_f1, max_flip_rate, max_abs_diff),
         held_out_split=holdout_split,
     )
     console.print(format_report(result.report), soft_wrap=True, markup=False)

@@ -68,9 +68,9 @@ def export_model(
     to `calibration_manifest` (default: beside the artifact, `model.int8.calibration.json`). Gates run
     on `gate_images`, else on the calibration images, else on a few generated JPEGs.
 
-    With `max_float_layers` > 0, INT8 must meet `budget` (default: parity's INT8 budget) against the
-    FP32 graph on labelled images calibration did not use (of `held_out_split`, by default the
-    calibration split), keeping up to that many layers in float (`export.mixed`); when it cannot,
+    With `max_float_layers` > 0, INT8 must meet `budget` (default: parity's INT8 F1 and flip limits)
+    against the FP32 graph on labelled images calibration did not use (of `held_out_split`, by default
+    the calibration split), keeping up to that many layers in float (`export.mixed`); when it cannot,
     nothing is written.
 
     One pass: the checkpoint, each calibration image and a reused FP32 graph are read once, the
@@ -279,11 +279,10 @@ def _mixed_precision(
     """Keep the fewest layers in float for the budget to hold, and write that graph to `path`."""
     import json
 
-    from edgemlic.compare import BUDGETS
-    from edgemlic.export.mixed import choose_float_layers
+    from edgemlic.export.mixed import choose_float_layers, int8_budget
     from edgemlic.export.onnx import set_card, write_graph
 
-    budget = budget or BUDGETS["parity"]["int8"]
+    budget = budget or int8_budget()
     choice = choose_float_layers(
         fp32.proto, int8.proto, target, *held_out, card.thresholds(), budget, max_float_layers
     )

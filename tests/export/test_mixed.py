@@ -116,3 +116,30 @@ def test_no_mix_within_the_limit_writes_nothing(cli, synth_root, tiny_checkpoint
 def test_float_layers_need_labelled_images(tiny_checkpoint, val_images, tmp_path: Path):
     with pytest.raises(EdgemlicError, match="needs labelled held-out images"):
         export_model(tiny_checkpoint, tmp_path, "int8", calibration_images=val_images, max_float_layers=2)
+
+
+def test_the_budget_is_measured_on_the_split_asked_for(cli, synth_root, tiny_checkpoint, tmp_path):
+    """--holdout-split val2017: its 24 images, halved; a loose budget keeps plain INT8 as it is."""
+    import json
+
+    report = tmp_path / "report.json"
+    args = ["export", tiny_checkpoint, "--precision", "int8", "--out", tmp_path, "--calib-data", synth_root,
+            "--calib-images", "16", "--max-float-layers", "2", "--max-delta-f1", "1", "--max-flip-rate", "1",
+            "--holdout-split", "val2017", "--json", report]  # fmt: skip
+    code, out, err = cli(args)
+    assert code == 0, err
+    mixed = json.loads(report.read_text())["mixed"]
+    assert mixed["search"]["plain"]["images"] == mixed["verdict"]["plain"]["images"] == 12
+    assert mixed["budget"] == {"max_delta_f1": 1.0, "max_delta_jaccard": None, "max_flip_rate": 1.0,
+                               "max_abs_diff": None}  # fmt: skip
+    assert mixed["float_layers"] == [] and "mixed precision: no layer in float" in out
+
+
+def test_budget_defaults_are_paritys_int8_limits():
+    from edgemlic.compare import BUDGETS
+    from edgemlic.export.mixed import int8_budget
+
+    parity = BUDGETS["parity"]["int8"]
+    assert int8_budget() == Budget(max_delta_f1=parity.max_delta_f1, max_flip_rate=parity.max_flip_rate)
+    with pytest.raises(EdgemlicError, match="must be at least 0"):
+        int8_budget(max_flip_rate=-0.1)
