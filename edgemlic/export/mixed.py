@@ -31,6 +31,7 @@ from edgemlic.card import ModelCard
 from edgemlic.compare import Budget, Comparison, compare_scores
 from edgemlic.data.coco import load_coco_split
 from edgemlic.errors import EdgemlicError
+from edgemlic.export.report import comparison_figures
 from edgemlic.images import preprocess_batch
 
 LAYER_OP_TYPES = ("Conv", "Gemm", "Add")
@@ -325,9 +326,10 @@ def choose_float_layers(
             if _over_budget(candidate, budget) < _over_budget(best, budget):
                 chosen, best = [*chosen, layer], candidate
         if not best.comparison.passed:
+            found, before = comparison_figures(best.to_dict()), comparison_figures(plain.to_dict())
             raise EdgemlicError(
                 f"INT8 misses its budget with up to {max_float_layers} layers kept in float: the best found "
-                f"({len(chosen)} layers) has {_figures(best)} against {_figures(plain)} for plain INT8 on "
+                f"({len(chosen)} layers) has {found} against {before} for plain INT8 on "
                 f"{search.inputs.shape[0]} held-out images ({'; '.join(best.comparison.failures)}); allow "
                 "more with --max-float-layers or loosen the budget; nothing was written"
             )
@@ -342,12 +344,6 @@ def choose_float_layers(
         speed=compare_speed(int8, mixed, search.inputs[:1]) if chosen else {},
         model=mixed,
     )
-
-
-def _figures(measured: Measured) -> str:
-    c = measured.comparison
-    f1 = "" if c.delta_micro_f1 is None else f", micro-F1 {c.delta_micro_f1:+.4f}"
-    return f"flips {100 * c.flip_rate:.2f}%{f1}, max |dp| {c.max_abs_diff:.3f}"
 
 
 def compare_speed(plain: Any, mixed: Any, image: np.ndarray) -> dict[str, Any]:

@@ -64,12 +64,14 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _figures(m: dict[str, Any]) -> str:
+def comparison_figures(m: dict[str, Any]) -> str:
+    """Flips, F1 change and largest score change of a measured graph, as one phrase."""
     f1 = "" if m["delta_micro_f1"] is None else f", micro-F1 {m['delta_micro_f1']:+.4f}"
     return f"flips {100 * m['flip_rate']:.2f}%{f1}, max |dp| {m['max_abs_diff']:.3f}"
 
 
 def _mixed_lines(mixed: dict[str, Any], target: str | None) -> list[str]:
+    said = comparison_figures
     layers = mixed["float_layers"]
     budget = ", ".join(
         f"{name.removeprefix('max_')} <= {v:g}" for name, v in mixed["budget"].items() if v is not None
@@ -79,10 +81,10 @@ def _mixed_lines(mixed: dict[str, Any], target: str | None) -> list[str]:
     search, verdict = mixed["search"], mixed["verdict"]
     lines = [
         f"  mixed precision: {kept}, for the budget {budget}",
-        f"    search, {search['plain']['images']} held-out images: plain INT8 {_figures(search['plain'])}; "
-        f"mixed {_figures(search['mixed'])}",
-        f"    verdict, {verdict['plain']['images']} other images: plain INT8 {_figures(verdict['plain'])}; "
-        f"mixed {_figures(verdict['mixed'])}: budget {'met' if mixed['verdict_met'] else 'MISSED'}",
+        f"    search, {search['plain']['images']} held-out images: plain INT8 {said(search['plain'])}; "
+        f"mixed {said(search['mixed'])}",
+        f"    verdict, {verdict['plain']['images']} other images: plain INT8 {said(verdict['plain'])}; "
+        f"mixed {said(verdict['mixed'])}: budget {'met' if mixed['verdict_met'] else 'MISSED'}",
     ]
     if mixed["speed"]:
         speed = mixed["speed"]
@@ -91,6 +93,6 @@ def _mixed_lines(mixed: dict[str, Any], target: str | None) -> list[str]:
             f"{speed['mixed_share']:.2f} of plain INT8's {speed['plain_images_per_s']:.1f}"
         )
     if mixed["sensitivity"]:
-        worst = "; ".join(f"{row['layer']} {_figures(row)}" for row in mixed["sensitivity"][:3])
+        worst = "; ".join(f"{row['layer']} {said(row)}" for row in mixed["sensitivity"][:3])
         lines.append(f"    most damaging layers (INT8 with only that layer in float): {worst}")
     return lines
