@@ -98,6 +98,20 @@ class Comparison:
     def passed(self) -> bool:
         return not self.failures
 
+    @property
+    def budget_share(self) -> float:
+        """The largest limited figure as a multiple of its limit (above 1: over budget; 0 without a
+        budget), so candidates can be ranked by how far they are from meeting it. A limit of 0 makes
+        any excess count a billion times over."""
+        if self.budget is None:
+            return 0.0
+        shares = [
+            abs(getattr(self, figure) or 0.0) / max(limit, 1e-9)
+            for name, figure in _LIMITED.items()
+            if (limit := getattr(self.budget, name)) is not None
+        ]
+        return max(shares, default=0.0)
+
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
         record["budget"] = self.budget.to_dict() if self.budget else None

@@ -46,3 +46,15 @@ def test_one_table_by_stage_and_precision():
     assert all(set(by_precision) == {"fp32", "fp16", "int8"} for by_precision in BUDGETS.values())
     with pytest.raises(EdgemlicError, match="unknown comparison stage"):
         budget("deploy", "fp32")
+
+
+def test_budget_share_is_the_figure_furthest_over_its_limit():
+    moved = compare_scores(REFERENCE, REFERENCE + 0.03, THRESHOLDS, Budget(max_abs_diff=0.02))
+    assert moved.budget_share == pytest.approx(1.5) and not moved.passed
+    within = compare_scores(REFERENCE, REFERENCE + 0.01, THRESHOLDS, Budget(max_abs_diff=0.02))
+    assert within.budget_share == pytest.approx(0.5) and within.passed
+    two_limits = Budget(max_flip_rate=0.5, max_abs_diff=1)
+    flipped = compare_scores(REFERENCE, REFERENCE + 0.15, THRESHOLDS, two_limits)
+    assert flipped.budget_share == pytest.approx(0.5)  # flips 0.25 of 0.5 outweigh 0.15 of 1
+    assert compare_scores(REFERENCE, REFERENCE + 0.01, THRESHOLDS, Budget(max_abs_diff=0)).budget_share > 1e6
+    assert compare_scores(REFERENCE, REFERENCE + 0.01, THRESHOLDS).budget_share == 0

@@ -31,6 +31,7 @@ from edgemlic.card import ModelCard
 from edgemlic.compare import Budget, Comparison, compare_scores
 from edgemlic.data.coco import load_coco_split
 from edgemlic.errors import EdgemlicError
+from edgemlic.export.onnx import graph_scores
 from edgemlic.export.report import comparison_figures
 from edgemlic.images import preprocess_batch
 
@@ -212,30 +213,16 @@ def _prune(graph: Any) -> None:
 # ---- measuring --------------------------------------------------------------------------------------
 
 
-def graph_scores(model: Any, inputs: np.ndarray) -> np.ndarray:
-    """Probabilities of an in-memory graph from ONNX Runtime on the CPU."""
-    from edgemlic.runtime.onnx_backend import OnnxBackend
-
-    with OnnxBackend(model.SerializeToString(), device="cpu", name="mixed-precision candidate") as backend:
-        return np.concatenate([backend.infer(inputs[i : i + 8]) for i in range(0, len(inputs), 8)])
-
-
-@dataclass(frozen=True)
-class Measured:
-    """One graph against the FP32 graph on one set of images."""
-
-    comparison: Comparison
-
-    def to_dict(self) -> dict[str, Any]:
-        c = self.comparison
-        return {
-            "images": c.images,
-            "flip_rate": round(c.flip_rate, 6),
-            "delta_micro_f1": None if c.delta_micro_f1 is None else round(c.delta_micro_f1, 6),
-            "max_abs_diff": round(c.max_abs_diff, 6),
-            "passed": c.passed,
-            "failures": list(c.failures),
-        }
+def _record(c: Comparison) -> dict[str, Any]:
+    """The figures of one graph against the FP32 graph that the export report keeps."""
+    return {
+        "images": c.images,
+        "flip_rate": round(c.flip_rate, 6),
+        "delta_micro_f1": None if c.delta_micro_f1 is None else round(c.delta_micro_f1, 6),
+        "max_abs_diff": round(c.max_abs_diff, 6),
+        "passed": c.passed,
+        "failures": list(c.failures),
+    }
 
 
 class Judge:
@@ -245,28 +232,15 @@ class Judge:
         self.images, self.thresholds, self.budget = images, thresholds, budget
         self.reference = graph_scores(fp32, images.inputs)
 
-    def __call__(self, model: Any) -> Measured:
-        scores = graph_scores(model, self.images.inputs)
-        return Measured(
-            compare_scores(self.reference, scores, self.thresholds, self.budget, self.images.targets)
-        )
+    def __call__(self, model: Any) -> Comparison:
+        scores = graph_scores(model, self.images.inputs, "mixed-precision candidate")
+        return compare_scores(self.reference, scores, self.thresholds, self.budget, self.images.targets)
 
 
-def _over_budget(measured: Measured, budget: Budget) -> tuple[float, float, float]:
-    """What ranks a candidate: its largest figure as a multiple of its limit in the budget, then
-    flipped decisions, then the largest score change."""
-    c = measured.comparison
-    figures = {
-        "max_delta_f1": abs(c.delta_micro_f1 or 0.0),
-        "max_delta_jaccard": abs(c.delta_jaccard or 0.0),
-        "max_flip_rate": c.flip_rate,
-        "max_abs_diff": c.max_abs_diff,
-    }
-    limits = {name: getattr(budget, name) for name in figures if getattr(budget, name) is not None}
-    worst = max(
-        (figures[n] / limit if limit else figures[n] * 1e9 for n, limit in limits.items()), default=0.0
-    )
-    return (worst, c.flip_rate, c.max_abs_diff)
+def _rank(c: Comparison) -> tuple[float, float, float]:
+    """What orders candidates: how far over the budget, then flipped decisions, then the largest
+    score change."""
+    return (c.budget_share, c.flip_rate, c.max_abs_diff)
 
 
 @dataclass(frozen=True)
@@ -313,24 +287,22 @@ def choose_float_layers(
     plain = judge(int8)
     chosen: list[str] = []
     best, sensitivity = plain, []
-    if not plain.comparison.passed:
+    if not plain.passed:
         left_out = {layer: judge(keep_in_float(int8, fp32, [layer], target)) for layer in layer_names(fp32)}
-        ranking = sorted(
-            left_out, key=lambda layer: _over_budget(left_out[layer], budget)
-        )  # stable: graph order on ties
-        sensitivity = [{"layer": layer, **left_out[layer].to_dict()} for layer in ranking]
+        ranking = sorted(left_out, key=lambda layer: _rank(left_out[layer]))  # stable: graph order on ties
+        sensitivity = [{"layer": layer, **_record(left_out[layer])} for layer in ranking]
         for layer in ranking:  # most damaging first; a layer stays only if the mix gets better with it
-            if best.comparison.passed or len(chosen) == max_float_layers:
+            if best.passed or len(chosen) == max_float_layers:
                 break
             candidate = judge(keep_in_float(int8, fp32, [*chosen, layer], target))
-            if _over_budget(candidate, budget) < _over_budget(best, budget):
+            if _rank(candidate) < _rank(best):
                 chosen, best = [*chosen, layer], candidate
-        if not best.comparison.passed:
-            found, before = comparison_figures(best.to_dict()), comparison_figures(plain.to_dict())
+        if not best.passed:
+            found, before = comparison_figures(_record(best)), comparison_figures(_record(plain))
             raise EdgemlicError(
                 f"INT8 misses its budget with up to {max_float_layers} layers kept in float: the best found "
                 f"({len(chosen)} layers) has {found} against {before} for plain INT8 on "
-                f"{search.inputs.shape[0]} held-out images ({'; '.join(best.comparison.failures)}); allow "
+                f"{search.inputs.shape[0]} held-out images ({'; '.join(best.failures)}); allow "
                 "more with --max-float-layers or loosen the budget; nothing was written"
             )
     mixed = keep_in_float(int8, fp32, chosen, target) if chosen else int8
@@ -339,8 +311,8 @@ def choose_float_layers(
         float_layers=chosen,
         budget=budget,
         sensitivity=sensitivity,
-        search={"plain": plain.to_dict(), "mixed": best.to_dict()},
-        verdict={"plain": final(int8).to_dict(), "mixed": final(mixed).to_dict()},
+        search={"plain": _record(plain), "mixed": _record(best)},
+        verdict={"plain": _record(final(int8)), "mixed": _record(final(mixed))},
         speed=compare_speed(int8, mixed, search.inputs[:1]) if chosen else {},
         model=mixed,
     )

@@ -35,7 +35,7 @@ def held_out(synth_root, exported):
 def _error(graph, fp32, held_out) -> float:
     """The largest probability change against FP32 on the search images."""
     (search, _), card = held_out
-    return Judge(fp32, search, card.thresholds(), Budget())(graph).comparison.max_abs_diff
+    return Judge(fp32, search, card.thresholds(), Budget())(graph).max_abs_diff
 
 
 def _reachable_limit(int8, fp32, target, held_out) -> float:
