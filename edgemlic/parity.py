@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from edgemlic import checks
+from edgemlic.artifacts import artifact_kind
 from edgemlic.card import ModelCard
 from edgemlic.compare import BUDGETS, Budget, Comparison, compare_scores
 from edgemlic.errors import EdgemlicError
+from edgemlic.runtime.loader import parse_onnx_variant
 
 DEFAULT_BUDGETS: dict[str, Budget] = BUDGETS["parity"]
 """Default budgets by precision (see edgemlic.compare.BUDGETS for the table and the reasons)."""
@@ -141,9 +143,6 @@ def run_parity(
     if not artifacts:
         raise EdgemlicError("parity: give at least one artifact to compare with the reference")
     checks.at_least("batch_size", batch_size, 1)
-    from edgemlic.artifacts import artifact_kind
-    from edgemlic.runtime.loader import parse_onnx_variant
-
     budgets = {**DEFAULT_BUDGETS, **(budgets or {})}
     variants = [parse_onnx_variant(v) for v in onnx_variants] or [{}]
     runs = [(reference, {})] + [

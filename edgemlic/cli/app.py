@@ -86,3 +86,8 @@ def onnx_backend(text: str | None) -> dict:
     from edgemlic.runtime.loader import parse_onnx_variant
 
     return parse_onnx_variant(text) if text else {}
+
+
+def comma_separated(text: str) -> list[str]:
+    """An option's comma-separated list, blanks and empty entries dropped."""
+    return [part.strip() for part in text.split(",") if part.strip()]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgemlic.cli.app import app, check_outputs, console
+from edgemlic.cli.app import app, check_outputs, comma_separated, console
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -133,8 +133,8 @@ def bench(
         seconds=seconds,
         threads=threads,
         device=device,
-        torch_variants=[v.strip() for v in torch_variants.split(",") if v.strip()],
-        onnx_variants=[v.strip() for v in backends.split(",") if v.strip()],
+        torch_variants=comma_separated(torch_variants),
+        onnx_variants=comma_separated(backends),
         coco_root=coco_root,
         split=split,
     )

@@ -52,10 +52,7 @@ ONNX_OPTIONS = {
 def parse_onnx_variant(text: str) -> dict[str, Any]:
     """load_backend's arguments for a variant: "openvino", "openvino+throughput", "onnxruntime+no-spin"."""
     backend, *options = text.split("+")
-    if backend not in ONNX_BACKENDS:
-        raise EdgemlicError(
-            f"unknown backend {backend!r} for an .onnx model; choose {', '.join(ONNX_BACKENDS)}"
-        )
+    _check_onnx_backend(backend)
     arguments: dict[str, Any] = {"backend": backend}
     for option in options:
         owner, setting = ONNX_OPTIONS.get(option, (None, {}))
@@ -64,6 +61,13 @@ def parse_onnx_variant(text: str) -> dict[str, Any]:
             raise EdgemlicError(f"unknown option {option!r} of {backend}; known: {known}")
         arguments |= setting
     return arguments
+
+
+def _check_onnx_backend(backend: str) -> None:
+    if backend not in ONNX_BACKENDS:
+        raise EdgemlicError(
+            f"unknown backend {backend!r} for an .onnx model; choose {', '.join(ONNX_BACKENDS)}"
+        )
 
 
 def load_backend(
@@ -92,10 +96,8 @@ def load_backend(
         raise EdgemlicError(f"threads {threads} must be at least 1")
     if torch_options and kind != "checkpoint":
         raise EdgemlicError(f"{path}: PyTorch options apply to checkpoints only, not to an {kind} artifact")
-    if backend is not None and backend not in ONNX_BACKENDS:
-        raise EdgemlicError(
-            f"unknown backend {backend!r} for an .onnx model; choose {', '.join(ONNX_BACKENDS)}"
-        )
+    if backend is not None:
+        _check_onnx_backend(backend)
     if backend is not None and kind != "onnx":
         raise EdgemlicError(f"{path}: --backend {backend} runs .onnx models only")
     if contexts is not None and kind != "engine":
