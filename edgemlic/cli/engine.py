@@ -1,4 +1,4 @@
-"""`edgemlic engine build | recipes | inspect`: TensorRT engines for the device."""
+"""`edgemlic engine build | recipes | inspect | deepstream`: TensorRT engines, DeepStream configs."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ def print_build(result) -> None:
         return
     check = result.precision_check
     typer.echo(f"engine written to {result.engine}, fingerprint {result.fingerprint}")
-    typer.echo(f"convolutions by precision: {check.get('convolutions')} (requested {check.get('requested')})")
+    typer.echo(f"layers by precision: {check.get('layer_precisions')} (requested {check.get('requested')})")
+    if "note" in check:
+        typer.echo(f"warning: {check['note']}")
     if result.parity is None:
         typer.echo("parity with ONNX Runtime not checked (pass --parity-images DIR)")
     else:
@@ -132,7 +134,7 @@ def inspect(
         )
         typer.echo(f"built from  {fp['onnx']['path']} (sha256 {fp['onnx']['sha256'][:16]}...)")
         typer.echo(
-            f"precision   {fp['precision']}; convolutions {fp.get('precision_check', {}).get('convolutions')}"
+            f"precision   {fp['precision']}; layers {fp.get('precision_check', {}).get('layer_precisions')}"
         )
         typer.echo(
             f"profile     batch {profile['min_batch']}/{profile['opt_batch']}/{profile['max_batch']} "
@@ -153,3 +155,92 @@ def inspect(
         typer.echo(f"this machine {report.this_machine}")
     if not report.integrity_ok:
         raise EdgemlicError(report.integrity)
+
+
+@engine_app.command("deepstream")
+def deepstream(
+    onnx: Annotated[
+        Path, typer.Argument(help="FP32 ONNX model from `edgemlic export` (its card is inside).")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for the nvinfer config, labels, ONNX graph and parser.")],
+    mode: Annotated[
+        str, typer.Option(help="primary: whole frames; secondary: objects of an upstream detector.")
+    ] = "primary",
+    precision: Annotated[str, typer.Option(help="Engine precision nvinfer builds (fp16 or fp32).")] = "fp16",
+    batch_size: Annotated[
+        int | None, typer.Option(help="Frames or objects per inference (default 1 primary, 16 secondary).")
+    ] = None,
+    gie_unique_id: Annotated[
+        int | None, typer.Option(help="This classifier's id (default 1 primary, 2 secondary).")
+    ] = None,
+    operate_on_gie_id: Annotated[
+        int | None, typer.Option(help="Secondary: the detector's gie-unique-id (default 1).")
+    ] = None,
+    operate_on_class_ids: Annotated[
+        str, typer.Option(help="Secondary: the detector's class ids to classify, e.g. 0,2 (default all).")
+    ] = "",
+    input_object_min_width: Annotated[
+        int | None, typer.Option(help="Secondary: skip narrower objects.")
+    ] = None,
+    input_object_min_height: Annotated[
+        int | None, typer.Option(help="Secondary: skip lower objects.")
+    ] = None,
+    input_object_max_width: Annotated[int | None, typer.Option(help="Secondary: skip wider objects.")] = None,
+    input_object_max_height: Annotated[
+        int | None, typer.Option(help="Secondary: skip taller objects.")
+    ] = None,
+    gpu_id: int = 0,
+    maintain_aspect_ratio: Annotated[
+        bool,
+        typer.Option(help="Scale to fit and pad with black (centred) instead of stretching to the input."),
+    ] = False,
+    parity_images: Annotated[
+        Path | None,
+        typer.Option(
+            help=f"Folder of images (first {MAX_PARITY_IMAGES}): measure nvinfer-style input against "
+            "edgemlic's preprocessing."
+        ),
+    ] = None,
+) -> None:
+    """Write a DeepStream nvinfer multilabel classifier: config, labels, std-folded ONNX, C++ parser."""
+    from edgemlic.cli.app import comma_separated
+    from edgemlic.errors import EdgemlicError
+    from edgemlic.export.deepstream import ClassifierPlacement, NvinferScaling, write_deepstream
+
+    try:
+        class_ids = tuple(int(part) for part in comma_separated(operate_on_class_ids))
+    except ValueError:
+        raise EdgemlicError(
+            f"--operate-on-class-ids {operate_on_class_ids!r}: give integers separated by commas, e.g. 0,2"
+        ) from None
+    placement = ClassifierPlacement(
+        mode=mode,
+        gie_unique_id=gie_unique_id,
+        operate_on_gie_id=operate_on_gie_id,
+        operate_on_class_ids=class_ids,
+        input_object_min_width=input_object_min_width,
+        input_object_min_height=input_object_min_height,
+        input_object_max_width=input_object_max_width,
+        input_object_max_height=input_object_max_height,
+        batch_size=batch_size,
+        precision=precision,
+        gpu_id=gpu_id,
+    )
+    result = write_deepstream(
+        onnx,
+        out,
+        placement,
+        NvinferScaling(maintain_aspect_ratio=maintain_aspect_ratio),
+        measure_images=_parity_images(parity_images),
+    )
+    for path in result.written:
+        typer.echo(str(path))
+    typer.echo(
+        f"next: make -C {result.folder} on the DeepStream machine, then point nvinfer at {result.config.name}"
+    )
+    if result.preprocessing is not None:
+        c = result.preprocessing
+        typer.echo(
+            f"nvinfer-style input vs edgemlic's preprocessing on {c.images} images: max |dp| "
+            f"{c.max_abs_diff:.4f}, mean |dp| {c.mean_abs_diff:.4f}, flip rate {c.flip_rate:.4f}"
+        )

@@ -48,7 +48,7 @@ def engines(onnx_files, val_images, tmp_path_factory):
 def test_engine_runs_in_its_precision_and_matches_onnxruntime(precision, engines, onnx_files, val_images):
     result = engines[precision]
     assert not result.reused and result.precision_check["verified"]
-    assert result.precision_check["convolutions"].get(precision, 0) >= 1
+    assert result.precision_check["layer_precisions"].get(precision, 0) >= 1
     assert result.parity["passed"] and result.parity["images"] == len(val_images)
     with (
         load_backend(result.engine) as engine,
