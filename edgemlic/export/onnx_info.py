@@ -1,21 +1,22 @@
 """What building an engine needs to know about an exported ONNX model, and how it will be built.
 
-Everything here reads the ONNX file with the onnx package alone (no TensorRT, no GPU), so the checks
-that decide how an engine is built run, and are tested, anywhere: `edgemlic engine build` and the
-trtexec recipes both follow `engine_build`.
+The ONNX file is read by `onnx_proto` alone (no onnx package, no TensorRT, no GPU), so the checks that
+decide how an engine is built run, and are tested, anywhere, and a Jetson keeps JetPack's numpy 1.x
+(README: "TensorRT and Jetson"): `edgemlic engine build` and the trtexec recipes both follow
+`engine_build`, and TensorRT's own parser reads the graph itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError
-from edgemlic.export.onnx import load_graph
+from edgemlic.export.onnx_proto import ModelFacts, ValueInfo, parse_model
+from edgemlic.io import sha256_bytes
 from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
-from edgemlic.runtime.onnx_backend import check_io_against_card
+from edgemlic.runtime.onnx_backend import check_io_against_card, read_card_metadata
 
 _ONNX_FLOAT, _ONNX_FLOAT16 = 1, 10
 _ONNX_DTYPES = {_ONNX_FLOAT: "float32", _ONNX_FLOAT16: "float16"}
@@ -40,57 +41,53 @@ class OnnxModelInfo:
 
 def read_onnx_model(path: str | Path) -> OnnxModelInfo:
     """Read the card, the I/O tensors and the precision evidence of an exported ONNX model."""
-    graph_file = load_graph(path)
-    path, card, model = graph_file.path, graph_file.card, graph_file.proto
-    graph = model.graph
-    initializers = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if len(inputs) != 1 or len(graph.output) != 1:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgemlicError(f"{path}: ONNX model not found")
+    data = path.read_bytes()
+    try:
+        model = parse_model(data)
+    except ValueError as e:
+        raise EdgemlicError(f"{path}: not an ONNX model ({e}); give a file from `edgemlic export`") from None
+    card = read_card_metadata(model.metadata, path)
+    inputs = [i for i in model.inputs if i.name not in model.initializer_types]
+    if len(inputs) != 1 or len(model.outputs) != 1:
         raise EdgemlicError(
             f"{path}: expected one image input and one probability output, found {len(inputs)} and "
-            f"{len(graph.output)}; export it with `edgemlic export`"
+            f"{len(model.outputs)}; export it with `edgemlic export`"
         )
-    (inp,), (out,) = inputs, graph.output
+    (inp,), (out,) = inputs, model.outputs
 
-    def shape(value: Any) -> tuple[int | None, ...]:
-        return tuple(
-            d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim
-        )
-
-    def dtype(value: Any) -> str:
-        elem = value.type.tensor_type.elem_type
-        if elem not in _ONNX_DTYPES:
+    def dtype(value: ValueInfo) -> str:
+        if value.elem_type not in _ONNX_DTYPES:
             raise EdgemlicError(
-                f"{path}: tensor {value.name!r} has ONNX element type {elem}, not float32/float16"
+                f"{path}: tensor {value.name!r} has ONNX element type {value.elem_type}, not float32/float16"
             )
-        return _ONNX_DTYPES[elem]
+        return _ONNX_DTYPES[value.elem_type]
 
     info = OnnxModelInfo(
         path=path,
         card=card,
-        sha256=graph_file.sha256,
+        sha256=sha256_bytes(data),
         input_name=inp.name,
-        input_shape=shape(inp),
+        input_shape=inp.shape,
         input_dtype=dtype(inp),
         output_name=out.name,
-        output_shape=shape(out),
+        output_shape=out.shape,
         output_dtype=dtype(out),
-        op_types=frozenset(n.op_type for n in graph.node),
-        has_float16=_has_float16(graph),
+        op_types=frozenset(n.op_type for n in model.nodes),
+        has_float16=_has_float16(model),
     )
     check_io_against_card(path, card, info.input_shape, info.output_shape)
     return info
 
 
-def _has_float16(graph: Any) -> bool:
-    tensors = [*graph.input, *graph.output, *graph.value_info]
-    if any(t.type.tensor_type.elem_type == _ONNX_FLOAT16 for t in tensors):
-        return True
-    if any(t.data_type == _ONNX_FLOAT16 for t in graph.initializer):
-        return True
-    return any(
-        n.op_type == "Cast" and any(a.name == "to" and a.i == _ONNX_FLOAT16 for a in n.attribute)
-        for n in graph.node
+def _has_float16(model: ModelFacts) -> bool:
+    tensors = [*model.inputs, *model.outputs, *model.value_info]
+    return (
+        any(t.elem_type == _ONNX_FLOAT16 for t in tensors)
+        or _ONNX_FLOAT16 in model.initializer_types.values()
+        or any(n.op_type == "Cast" and n.int_attributes.get("to") == _ONNX_FLOAT16 for n in model.nodes)
     )
 
 
