@@ -102,20 +102,29 @@ def _keep_going(done: int, started: float, iters: int | None, seconds: float) ->
 
 
 def time_model(
-    backend: Backend, batches: Sequence[np.ndarray], warmup: int, iters: int | None, seconds: float
+    backend: Backend,
+    batches: Sequence[np.ndarray],
+    warmup: int,
+    iters: int | None,
+    seconds: float,
+    monitor: contextlib.AbstractContextManager | None = None,
 ) -> dict[str, float]:
-    """Latency of backend.infer on preprocessed batches, rotating through `batches`."""
+    """Latency of backend.infer on preprocessed batches, rotating through `batches`.
+
+    `monitor` (power, clocks, heat) is entered after the warm-up and left when the timed loop ends.
+    """
     for i in range(warmup):
         backend.infer(batches[i % len(batches)])
     backend.synchronize()
     latencies: list[float] = []
-    started = time.perf_counter()
-    while _keep_going(len(latencies), started, iters, seconds):
-        batch = batches[len(latencies) % len(batches)]
-        t0 = time.perf_counter()
-        backend.infer(batch)
-        backend.synchronize()
-        latencies.append(time.perf_counter() - t0)
+    with monitor or contextlib.nullcontext():
+        started = time.perf_counter()
+        while _keep_going(len(latencies), started, iters, seconds):
+            batch = batches[len(latencies) % len(batches)]
+            t0 = time.perf_counter()
+            backend.infer(batch)
+            backend.synchronize()
+            latencies.append(time.perf_counter() - t0)
     return {
         **_summary(latencies, len(latencies) * len(batches[0]), sum(latencies)),
         "iterations": len(latencies),
@@ -145,8 +154,12 @@ def time_e2e(
     iters: int | None,
     seconds: float,
     threads: int | None = None,
+    monitor: contextlib.AbstractContextManager | None = None,
 ) -> dict[str, float]:
-    """JPEG files to labels with decoding overlapped: the interval between finished batches."""
+    """JPEG files to labels with decoding overlapped: the interval between finished batches.
+
+    `monitor` is entered after the warm-up and left when the timed loop ends.
+    """
     from edgemlic.images import iter_preprocessed
 
     card = backend.card
@@ -158,13 +171,14 @@ def time_e2e(
         for _ in range(warmup):
             _labels(backend.infer(next(stream)), thresholds, card)
         backend.synchronize()
-        started = last = time.perf_counter()
-        while _keep_going(len(latencies), started, iters, seconds):
-            _labels(backend.infer(next(stream)), thresholds, card)
-            backend.synchronize()
-            now = time.perf_counter()
-            latencies.append(now - last)
-            last = now
+        with monitor or contextlib.nullcontext():
+            started = last = time.perf_counter()
+            while _keep_going(len(latencies), started, iters, seconds):
+                _labels(backend.infer(next(stream)), thresholds, card)
+                backend.synchronize()
+                now = time.perf_counter()
+                latencies.append(now - last)
+                last = now
     finally:
         stream.close()  # stops the decode pool after the few batches it has in flight
     return {**_summary(latencies, len(latencies) * batch_size, last - started), "iterations": len(latencies)}
