@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import re
 from dataclasses import asdict, dataclass
@@ -26,9 +27,22 @@ from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError
 from edgemlic.io import sha256_bytes, sha256_file
 
-FINGERPRINT_FORMAT_VERSION = 1
+FINGERPRINT_FORMAT_VERSION = 2
+"""2 added the device model, SM count, total memory and TF32; version 1 files still load and are
+compared on what they have."""
 FINGERPRINT_SUFFIX = ".json"
 TEGRA_RELEASE_FILE = Path("/etc/nv_tegra_release")
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+"""The board's model string, NUL-terminated, on every device-tree machine: JetPack 6 and 7 link
+/proc/device-tree to /sys/firmware/devicetree/base ("NVIDIA Jetson AGX Orin Developer Kit"). It is what
+tells Jetson modules apart: every Orin's GPU is "Orin" with compute capability 8.7, and an Orin NX 8GB
+and an Orin Nano 8GB also share SM count (8) and memory."""
+TF32 = False
+"""Whether FP32 layers may run on TF32 tensor cores, for `engine build` and the trtexec recipes alike.
+Off: Polygraphy's CreateConfig clears BuilderFlag.TF32 unless tf32=True, while trtexec sets it unless
+--noTF32 (TensorRT 10.3 to 11.1 samples/common/sampleOptions.cpp), so the recipes pass --noTF32. An FP32
+engine then computes in FP32 like the ONNX Runtime graph it is checked against (TF32 keeps 10 mantissa
+bits); speed comes from the FP16 and INT8 graphs. Recorded in every fingerprint."""
 L4T_TO_JETPACK = {"32": "4.x", "35": "5.x", "36": "6.x", "38": "7.x", "39": "7.x"}
 """L4T major release -> JetPack generation: JetPack 6 = R36 (Orin, TensorRT 10.3), JetPack 7.0/7.1 = R38
 (Thor, TensorRT 10.13), JetPack 7.2 = R39 (Orin and Thor, TensorRT 10.16)."""
@@ -47,9 +61,37 @@ class Environment:
     system: str
     l4t: str | None = None
     jetpack: str | None = None
+    device_model: str | None = None  # the device-tree model string (Jetson), see DEVICE_TREE_MODEL
+    sm_count: int | None = None
+    total_memory_mib: int | None = None
 
     def describe(self) -> str:
-        return f"TensorRT {self.tensorrt} on {self.gpu_name} (compute capability {self.compute_capability})"
+        details = [f"compute capability {self.compute_capability}"]
+        if self.sm_count is not None:
+            details.append(f"{self.sm_count} SMs")
+        if self.total_memory_mib is not None:
+            details.append(f"{self.total_memory_mib} MiB memory")
+        board = f"{self.device_model}, " if self.device_model else ""
+        return f"TensorRT {self.tensorrt} on {board}{self.gpu_name} ({', '.join(details)})"
+
+    def device_identity(self) -> dict[str, Any]:
+        """What tells GPUs apart for an engine; None where the machine did not say (older fingerprints)."""
+        memory = self.total_memory_mib
+        return {
+            "gpu_name": self.gpu_name,
+            "compute_capability": self.compute_capability,
+            "device_model": self.device_model,
+            "sm_count": self.sm_count,
+            "memory_class_gib": None if memory is None else memory_class_gib(memory),
+        }
+
+
+def memory_class_gib(total_memory_mib: int) -> int:
+    """Total memory rounded to the nearest power of two GiB: 62841 MiB (AGX Orin 64GB) -> 64.
+
+    A Jetson reports its RAM less carve-outs (an 8 GB Orin Nano shows about 7.4 GiB), which moves with
+    the L4T release and boot configuration; modules differ by factors of two (4/8/16/32/64 GB)."""
+    return 2 ** round(math.log2(max(total_memory_mib, 1) / 1024))
 
 
 @dataclass(frozen=True)
@@ -98,10 +140,10 @@ def engine_cache_key(onnx_sha256: str, env: Environment, profile: BuildProfile, 
     inputs = {
         "onnx_sha256": onnx_sha256,
         "tensorrt": env.tensorrt,
-        "gpu_name": env.gpu_name,
-        "compute_capability": env.compute_capability,
+        **env.device_identity(),
         "profile": asdict(profile),
         "flags": asdict(flags),
+        "tf32": TF32,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -137,6 +179,7 @@ def make_fingerprint(
         "profile": asdict(profile),
         "flags": asdict(flags),
         "environment": asdict(env),
+        "tf32": TF32,
         "cache_key": engine_cache_key(onnx_sha256, env, profile, flags),
         "precision_check": precision_check,
         "parity": parity,
@@ -231,7 +274,9 @@ def check_compatibility(fingerprint: dict[str, Any], env: Environment, engine: s
     """Raise, with the rebuild command, unless this TensorRT and GPU can run the engine.
 
     Engines run only on the TensorRT version and GPU they were built with. A version-compatible engine
-    also runs on later TensorRT releases (never earlier ones); the GPU must still match.
+    also runs on later TensorRT releases (never earlier ones); the GPU must still match. The GPU is
+    compared on every fact both sides recorded (name, compute capability, and from format 2 on the
+    device-tree model, SM count and memory class), so fingerprints of format 1 still load and pass.
     """
     built: Environment = fingerprint["environment"]
     flags: BuildFlags = fingerprint["flags"]
@@ -239,7 +284,11 @@ def check_compatibility(fingerprint: dict[str, Any], env: Environment, engine: s
         trt_ok = _version_tuple(env.tensorrt) >= _version_tuple(built.tensorrt)
     else:
         trt_ok = env.tensorrt == built.tensorrt
-    gpu_ok = (env.gpu_name, env.compute_capability) == (built.gpu_name, built.compute_capability)
+    here = env.device_identity()
+    gpu_ok = all(
+        value is None or here[fact] is None or value == here[fact]
+        for fact, value in built.device_identity().items()
+    )
     if trt_ok and gpu_ok:
         return
     why = (
@@ -262,20 +311,42 @@ def parse_l4t_release(text: str) -> tuple[str | None, str | None]:
     return f"R{major}.{revision}", L4T_TO_JETPACK.get(major)
 
 
-def probe_environment(tensorrt_version: str, device: int = 0) -> Environment:
+def read_device_model(path: Path = DEVICE_TREE_MODEL) -> str | None:
+    """The device-tree model string ("NVIDIA Jetson Orin Nano Developer Kit"), or None without one."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    return raw.split(b"\0", 1)[0].decode(errors="replace").strip() or None
+
+
+def probe_environment(
+    tensorrt_version: str,
+    device: int = 0,
+    *,
+    tegra_release: Path = TEGRA_RELEASE_FILE,
+    device_tree_model: Path = DEVICE_TREE_MODEL,
+) -> Environment:
     """Facts about this machine's CUDA GPU `device`, read through the CUDA runtime Polygraphy loads."""
     from edgemlic.runtime import nvidia
 
     l4t, jetpack = (
-        parse_l4t_release(TEGRA_RELEASE_FILE.read_text(errors="replace"))
-        if TEGRA_RELEASE_FILE.is_file()
+        parse_l4t_release(tegra_release.read_text(errors="replace"))
+        if tegra_release.is_file()
         else (None, None)
     )
+    facts = nvidia.device_facts(device)
     return Environment(
         tensorrt=tensorrt_version,
-        **nvidia.device_facts(device),
+        cuda_runtime=facts["cuda_runtime"],
+        cuda_driver=facts["cuda_driver"],
+        gpu_name=facts["gpu_name"],
+        compute_capability=facts["compute_capability"],
         machine=platform.machine(),
         system=f"{platform.system()} {platform.release()}",
         l4t=l4t,
         jetpack=jetpack,
+        device_model=read_device_model(device_tree_model),
+        sm_count=facts.get("sm_count"),
+        total_memory_mib=facts.get("total_memory_mib"),
     )

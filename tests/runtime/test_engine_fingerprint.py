@@ -16,7 +16,7 @@ from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx_info import read_onnx_model
 from edgemlic.export.tensorrt import inspect_engine
 from edgemlic.io import write_json
-from edgemlic.runtime import load_backend
+from edgemlic.runtime import load_backend, nvidia
 from edgemlic.runtime.engine_fingerprint import (
     BuildFlags,
     BuildProfile,
@@ -26,7 +26,9 @@ from edgemlic.runtime.engine_fingerprint import (
     fingerprint_path,
     load_fingerprint,
     make_fingerprint,
+    memory_class_gib,
     parse_l4t_release,
+    probe_environment,
     verify_engine_file,
 )
 
@@ -76,7 +78,7 @@ def fake_engine(folder: Path, onnx: Path, env: Environment = ORIN, flags: BuildF
         flags=flags,
         input_name=info.input_name,
         output_name=info.output_name,
-        precision_check={"requested": info.card.precision, "convolutions": {info.card.precision: 20}},
+        precision_check={"requested": info.card.precision, "layer_precisions": {info.card.precision: 20}},
         parity=None,
     )
     write_json(fingerprint_path(engine), fingerprint)
@@ -212,3 +214,137 @@ def test_bad_input_is_one_named_line(args, message, exported, tiny_checkpoint, v
     code, _, err = cli(args)
     assert code == 1
     assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err, err
+
+
+# ---- Jetson modules that look alike ----------------------------------------------------------------
+# device_facts as nvidia.device_facts reports them; SM counts are NVIDIA's published CUDA core counts
+# divided by 128 per Ampere/Blackwell SM (AGX Orin 64GB 2048, Orin NX 16GB/8GB and Orin Nano 8GB 1024,
+# Orin Nano 4GB 512; Jetson T5000 2560, T4000 1536), memory is RAM less carve-outs as CUDA reports it.
+ORIN_FACTS = {"gpu_name": "Orin", "compute_capability": "8.7", "cuda_runtime": "12.6", "cuda_driver": "12.6"}
+AGX_ORIN_64 = {**ORIN_FACTS, "sm_count": 16, "total_memory_mib": 62841}
+ORIN_NANO_8 = {**ORIN_FACTS, "sm_count": 8, "total_memory_mib": 7620}
+ORIN_NX_16 = {**ORIN_FACTS, "sm_count": 8, "total_memory_mib": 15656}
+ORIN_NX_8 = {**ORIN_FACTS, "sm_count": 8, "total_memory_mib": 7620}
+THOR_FACTS = {"gpu_name": "NVIDIA Thor", "compute_capability": "11.0", "cuda_runtime": "13.0",
+              "cuda_driver": "13.0"}  # fmt: skip
+THOR_T5000 = {**THOR_FACTS, "sm_count": 20, "total_memory_mib": 125772}
+THOR_T4000 = {**THOR_FACTS, "sm_count": 12, "total_memory_mib": 62841}
+AGX_ORIN_KIT = "NVIDIA Jetson AGX Orin Developer Kit"
+ORIN_NANO_KIT = "NVIDIA Jetson Orin Nano Developer Kit"
+AGX_THOR_KIT = "NVIDIA Jetson AGX Thor Developer Kit"
+JETPACK6 = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8"
+JETPACK7 = "# R38 (release), REVISION: 2.0, GCID: 40990519, BOARD: generic, EABI: aarch64, DATE: Fri Aug 22"
+
+
+def jetson_tree(root: Path, release: str | None, model: str | None) -> Path:
+    """A machine's root as JetPack 6 and 7 lay it out: /etc/nv_tegra_release, and /proc/device-tree a
+    link to /sys/firmware/devicetree/base whose `model` ends in a NUL. None leaves the file out."""
+    (root / "etc").mkdir(parents=True)
+    if release is not None:
+        (root / "etc" / "nv_tegra_release").write_text(release + "\n")
+    base = root / "sys" / "firmware" / "devicetree" / "base"
+    base.mkdir(parents=True)
+    if model is not None:
+        (base / "model").write_bytes(model.encode() + b"\0")
+    (root / "proc").mkdir()
+    (root / "proc" / "device-tree").symlink_to("../sys/firmware/devicetree/base")
+    return root
+
+
+def probe(monkeypatch, root: Path, facts: dict) -> Environment:
+    monkeypatch.setattr(nvidia, "device_facts", lambda index: dict(facts))
+    return probe_environment(
+        "10.3.0.30",
+        tegra_release=root / "etc" / "nv_tegra_release",
+        device_tree_model=root / "proc" / "device-tree" / "model",
+    )
+
+
+def test_probe_reads_the_device_tree_on_jetpack_6_and_7(monkeypatch, tmp_path):
+    agx = probe(monkeypatch, jetson_tree(tmp_path / "agx", JETPACK6, AGX_ORIN_KIT), AGX_ORIN_64)
+    assert (agx.device_model, agx.sm_count, agx.total_memory_mib) == (AGX_ORIN_KIT, 16, 62841)
+    assert (agx.l4t, agx.jetpack, agx.gpu_name, agx.compute_capability) == ("R36.4.3", "6.x", "Orin", "8.7")
+    thor = probe(monkeypatch, jetson_tree(tmp_path / "thor", JETPACK7, AGX_THOR_KIT), THOR_T5000)
+    assert (thor.device_model, thor.l4t, thor.jetpack, thor.sm_count) == (AGX_THOR_KIT, "R38.2.0", "7.x", 20)
+    h100 = {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "cuda_runtime": "12.9",
+            "cuda_driver": "13.0", "sm_count": 132, "total_memory_mib": 81559}  # fmt: skip
+    server = probe(monkeypatch, jetson_tree(tmp_path / "x86", None, None), h100)
+    assert (server.device_model, server.l4t, server.sm_count) == (None, None, 132)
+
+
+def test_device_facts_without_sm_count_or_memory_still_probe(monkeypatch, tmp_path):
+    """An older nvidia.device_facts reports name, capability and CUDA versions only."""
+    env = probe(monkeypatch, jetson_tree(tmp_path, JETPACK6, AGX_ORIN_KIT), ORIN_FACTS)
+    assert env.sm_count is None and env.total_memory_mib is None
+    assert env.device_model == AGX_ORIN_KIT
+
+
+def test_memory_is_compared_by_module_size_not_by_the_last_mebibyte():
+    assert [memory_class_gib(m) for m in (3300, 7620, 15656, 30593, 62841, 61440)] == [4, 8, 16, 32, 64, 64]
+
+
+@pytest.mark.parametrize(
+    "built_with, runs_on, differs",
+    [
+        ((AGX_ORIN_KIT, AGX_ORIN_64),
+         (ORIN_NANO_KIT, ORIN_NANO_8), "16 SMs"),
+        (("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", ORIN_NX_16),
+         ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", ORIN_NX_8), "15656 MiB"),
+        (("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", ORIN_NX_8),
+         ("NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super", ORIN_NANO_8), "Orin NX"),
+        ((AGX_THOR_KIT, THOR_T5000), ("NVIDIA Jetson T4000", THOR_T4000), "20 SMs"),
+    ],
+)  # fmt: skip
+def test_jetson_modules_that_look_alike_are_told_apart(
+    built_with, runs_on, differs, exported, tmp_path, monkeypatch
+):
+    """Every Orin is "Orin" 8.7: the device tree, the SM count or the memory tells an engine's module."""
+    release = JETPACK7 if "Thor" in built_with[0] else JETPACK6
+    built = probe(monkeypatch, jetson_tree(tmp_path / "built", release, built_with[0]), built_with[1])
+    here = probe(monkeypatch, jetson_tree(tmp_path / "here", release, runs_on[0]), runs_on[1])
+    engine = fake_engine(tmp_path, exported["fp16"], env=built)
+    fp = load_fingerprint(engine)
+    check_compatibility(fp, built, engine)
+    with pytest.raises(EdgemlicError, match="engines run only where they were built") as error:
+        check_compatibility(fp, here, engine)
+    message = str(error.value)
+    assert differs in message and "\n" not in message
+    assert f"rebuild here with `edgemlic engine build {exported['fp16']} --out {engine}" in message
+    # the same module reporting a few hundred MiB less after an L4T update still runs the engine
+    drifted = Environment(**{**built.__dict__, "total_memory_mib": built.total_memory_mib - 400})
+    check_compatibility(fp, drifted, engine)
+
+
+def test_fingerprints_without_the_new_facts_still_load(exported, tmp_path, monkeypatch):
+    """A format 1 fingerprint knows the GPU name and capability only: those are compared, nothing else."""
+    engine = fake_engine(tmp_path, exported["int8"])
+    fp_file = fingerprint_path(engine)
+    raw = json.loads(fp_file.read_text())
+    for fact in ("device_model", "sm_count", "total_memory_mib"):
+        del raw["environment"][fact]
+    del raw["tf32"]
+    fp_file.write_text(json.dumps({**raw, "format_version": 1}))
+    fp = load_fingerprint(engine)
+    assert fp["environment"] == ORIN
+    nano = probe(monkeypatch, jetson_tree(tmp_path, JETPACK6, ORIN_NANO_KIT), ORIN_NANO_8)
+    check_compatibility(fp, Environment(**{**nano.__dict__, "tensorrt": ORIN.tensorrt}), engine)
+    with pytest.raises(EdgemlicError, match="rebuild here with"):
+        check_compatibility(fp, H100, engine)
+
+
+def test_module_facts_and_tf32_are_in_the_key_and_the_fingerprint(exported, tmp_path):
+    agx = Environment(**{**ORIN.__dict__, "device_model": AGX_ORIN_KIT,
+                         "sm_count": 16, "total_memory_mib": 62841})  # fmt: skip
+    key = engine_cache_key("a" * 64, agx, BuildProfile(), BuildFlags())
+    others = [
+        Environment(**{**agx.__dict__, "device_model": ORIN_NANO_KIT}),
+        Environment(**{**agx.__dict__, "sm_count": 14}),
+        Environment(**{**agx.__dict__, "total_memory_mib": 30593}),
+    ]
+    assert key not in {engine_cache_key("a" * 64, env, BuildProfile(), BuildFlags()) for env in others}
+    drifted = Environment(**{**agx.__dict__, "total_memory_mib": 61440})
+    assert key == engine_cache_key("a" * 64, drifted, BuildProfile(), BuildFlags())
+    raw = json.loads(fingerprint_path(fake_engine(tmp_path, exported["fp32"], env=agx)).read_text())
+    assert raw["tf32"] is False and raw["format_version"] == 2
+    assert raw["environment"]["device_model"] == AGX_ORIN_KIT
+    assert (raw["environment"]["sm_count"], raw["environment"]["total_memory_mib"]) == (16, 62841)
