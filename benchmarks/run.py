@@ -631,7 +631,9 @@ def main() -> None:
             np.stack([s.target for s in shapes_split.samples]),
         )
         log("faithfulness done")
-        environment = run_bench([speed["fp32"]], (1,), "model", iters=1, images=photos[:8]).environment
+        environment = run_bench(
+            [speed["fp32"]], (1,), "model", iters=1, images=photos[:8], peak=True
+        ).environment
 
     quiet, loaded = medians(quiet_cells), medians(loaded_cells)
     result = {

@@ -439,7 +439,9 @@ class CellMonitor:
             else None,
             "clocks_dropped": self._clocks_dropped(),
             "thermal_limit_hit": self._thermal_limit_hit(),
-            "conditions": {
+            "conditions": None
+            if not self._read_anything()
+            else {
                 "clocks_before_mhz": self.clocks_before,
                 "clocks_after_mhz": self.clocks_after,
                 "lowest_clocks_mhz": self._min_clocks or None,
@@ -449,6 +451,10 @@ class CellMonitor:
                 "power_samples": len(self._power),
             },
         }
+
+    def _read_anything(self) -> bool:
+        clocks = [*self.clocks_before.values(), *self.clocks_after.values()]
+        return bool(self._power or self.temps_before or any(v is not None for v in clocks))
 
     def _clocks_dropped(self) -> bool | None:
         """A ceiling (cpufreq/devfreq max) lowered during the cell, or a locked clock running under it."""

@@ -26,6 +26,8 @@ import numpy as np
 
 from edgemlic.artifacts import artifact_kind, checkpoint_file
 from edgemlic.bench.environment import describe_environment
+from edgemlic.bench.peak import macs_or_none, peak_for
+from edgemlic.bench.power import CellMonitor, Machine
 from edgemlic.bench.timing import (
     DEFAULT_SECONDS,
     LoadMeter,
@@ -78,6 +80,21 @@ class BenchCell:
     other_cpu_share: float | None = None
     speedup_vs_pytorch: float | None = None
     """images/s over that of the same model's PyTorch eager FP32 row at this batch and mode."""
+    mean_power_w: float | None = None
+    """During the timed loop, from the module's rails (Jetson) or RAPL (x86 CPU packages); None where
+    nothing can be read (the environment's machine_state says why), never 0."""
+    energy_mj_per_image: float | None = None
+    clocks_dropped: bool | None = None
+    """A clock ceiling fell, or a locked clock ran under its start, during the timed loop."""
+    thermal_limit_hit: bool | None = None
+    """A thermal zone reached its passive/hot/critical trip point during the timed loop."""
+    conditions: dict[str, Any] | None = None
+    """Clocks and temperatures before and after the timed loop, the lowest clocks and hottest zones."""
+    gmac_per_image: float | None = None
+    """Multiply-adds of one image, counted from the ONNX graph (with `peak`)."""
+    peak_share: float | None = None
+    """images/s x gmac_per_image over the INT8 or FP32 peak measured on this machine in this run, for
+    CPU cells on the cores used (with `peak`)."""
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +139,7 @@ class _Settings:
     device: str
     coco_root: str | Path | None
     split: str
+    machine: Machine
 
 
 def run_bench(
@@ -139,6 +157,8 @@ def run_bench(
     coco_root: str | Path | None = None,
     split: str = "val2017",
     images: Sequence[str | Path] | None = None,
+    peak: bool = False,
+    machine: Machine | None = None,
 ) -> BenchReport:
     """Time every artifact (each checkpoint once per PyTorch variant, each .onnx once per backend variant)
     at every batch size.
@@ -146,6 +166,8 @@ def run_bench(
     Input images are the split's (with `coco_root`, which also gives each row its micro-F1), else
     `images`, else a generated set. Give `iters` or `seconds` (default: DEFAULT_SECONDS, at least
     MIN_ITERATIONS iterations). `threads` sets the intra-op threads of ONNX Runtime and PyTorch.
+    With `peak`, this machine's INT8 and FP32 peaks are measured first and each CPU cell gets its share
+    of them. `machine` says where power, clocks and temperatures are read (the real /sys by default).
     """
     if mode not in MODES:
         raise EdgemlicError(f"unknown benchmark mode {mode!r}; use {' or '.join(MODES)}")
@@ -167,12 +189,17 @@ def run_bench(
                 raise EdgemlicError("bench: the image list is empty")
         else:
             paths = []  # per artifact: the split's images with that model's classes
-        environment = describe_environment([t.artifact for t in targets])
+        machine = machine or Machine()
+        environment = describe_environment(
+            [t.artifact for t in targets], machine=machine, peaks=peak, cores=threads
+        )
         settings = _Settings(
-            tuple(batch_sizes), mode, warmup, iters, seconds, threads, device, coco_root, split
+            tuple(batch_sizes), mode, warmup, iters, seconds, threads, device, coco_root, split, machine
         )
         cells = [cell for target in targets for cell in _measure_target(target, settings, paths)]
     _fill_speedups(cells)
+    if peak:
+        _fill_peak_shares(cells, targets, environment["peaks"], threads or environment["usable_cores"])
     return BenchReport(environment, tuple(cells))
 
 
@@ -241,8 +268,7 @@ def _measure_target(target: _Target, settings: _Settings, paths: list[Path]) -> 
                 message = f"scoring {settings.split} failed: {describe_error(e)}"
                 return [replace(template, batch=b, error=message) for b in settings.batch_sizes]
         return [
-            _measure_cell(backend, replace(template, batch=b), paths, settings.iters, settings.seconds)
-            for b in settings.batch_sizes
+            _measure_cell(backend, replace(template, batch=b), paths, settings) for b in settings.batch_sizes
         ]
 
 
@@ -254,9 +280,7 @@ def score_split(backend: Backend, paths: Sequence[Path], targets: np.ndarray, ba
     return multilabel_metrics(scores, targets, backend.card.thresholds())["micro_f1"]
 
 
-def _measure_cell(
-    backend: Backend, cell: BenchCell, paths: list[Path], iters: int | None, seconds: float
-) -> BenchCell:
+def _measure_cell(backend: Backend, cell: BenchCell, paths: list[Path], settings: _Settings) -> BenchCell:
     from edgemlic.images import preprocess_batch
 
     if backend.max_batch is not None and not backend.min_batch <= cell.batch <= backend.max_batch:
@@ -266,6 +290,8 @@ def _measure_cell(
             f"{backend.max_batch}); rebuild it with --min-batch/--max-batch covering {cell.batch}",
         )
     gpu = _cuda_peak_tracking(backend)
+    iters, seconds = settings.iters, settings.seconds
+    monitor = CellMonitor(settings.machine)
     reset_peak_rss()
     try:
         if cell.mode == "model":
@@ -274,10 +300,10 @@ def _measure_cell(
             flat = preprocess_batch(sources, backend.card.preprocessing)
             batches = [flat[i : i + cell.batch] for i in range(0, count, cell.batch)]
             with LoadMeter() as load:
-                figures = time_model(backend, batches, cell.warmup, iters, seconds)
+                figures = time_model(backend, batches, cell.warmup, iters, seconds, monitor)
         else:
             with LoadMeter() as load:
-                figures = time_e2e(backend, paths, cell.batch, cell.warmup, iters, seconds)
+                figures = time_e2e(backend, paths, cell.batch, cell.warmup, iters, seconds, monitor=monitor)
     except Exception as e:  # out of memory, an op the provider lacks, a lost GPU: record it and go on
         return replace(cell, error=describe_error(e), peak_rss_mb=round(peak_rss_mb(), 1))
     return replace(
@@ -289,6 +315,7 @@ def _measure_cell(
         load_average=load.load_average,
         other_cpu_s=load.other_cpu_s,
         other_cpu_share=load.other_cpu_share,
+        **monitor.record(int(figures["iterations"]) * cell.batch),
     )
 
 
@@ -343,6 +370,25 @@ def _fill_speedups(cells: list[BenchCell]) -> None:
         reference = baseline.get((cell.checkpoint_sha256, cell.batch, cell.mode))
         if reference and cell.images_per_s:
             cell.speedup_vs_pytorch = round(cell.images_per_s / reference, 3)
+
+
+def _fill_peak_shares(
+    cells: list[BenchCell], targets: Sequence[_Target], peaks: dict[str, Any], cores: int
+) -> None:
+    """Multiply-adds per image from each ONNX graph (shared with the checkpoint and engine rows of the
+    same model), and each CPU cell's share of the peak of its precision on the cores it used."""
+    gmac = {}
+    for target in targets:
+        if target.kind == "onnx" and str(target.artifact) not in gmac:
+            macs = macs_or_none(target.artifact)
+            gmac[str(target.artifact)] = macs / 1e9 if macs else None
+    by_model = {c.checkpoint_sha256: gmac[c.artifact] for c in cells if gmac.get(c.artifact)}
+    for cell in cells:
+        per_image = gmac.get(cell.artifact) or by_model.get(cell.checkpoint_sha256)
+        cell.gmac_per_image = round(per_image, 6) if per_image else None
+        limit = peak_for(peaks, cell.precision, cores) if cell.device == "cpu" else None
+        if per_image and limit and cell.images_per_s:
+            cell.peak_share = round(cell.images_per_s * per_image / limit, 4)
 
 
 def _generated_images(folder: Path) -> list[Path]:

@@ -55,11 +55,15 @@ def print_cells(cells, title: str) -> None:
             continue
         console.print(f"{Path(artifact).name}: {', '.join(facts)}", markup=False, highlight=False)
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-        for column in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "vs PyTorch"):
+        energy = any(cell.energy_mj_per_image is not None for cell in group)
+        peak = any(cell.peak_share is not None for cell in group)
+        columns = ["batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "vs PyTorch"]
+        columns += ["mJ/img"] * energy + ["of peak"] * peak
+        for column in columns:
             table.add_column(column, justify="right", no_wrap=True)
         for cell in group:
             if cell.error:
-                table.add_row(str(cell.batch), "-", "-", "-", "-", "-")
+                table.add_row(str(cell.batch), *["-"] * (len(columns) - 1))
                 continue
             speedup = _f(cell.speedup_vs_pytorch, ".2f") + ("x" if cell.speedup_vs_pytorch else "")
             table.add_row(
@@ -69,6 +73,8 @@ def print_cells(cells, title: str) -> None:
                 _f(cell.p99_ms, ".2f"),
                 _f(cell.images_per_s, ".1f"),
                 speedup,
+                *[_f(cell.energy_mj_per_image, ".1f")] * energy,
+                *[_f(cell.peak_share, ".0%")] * peak,
             )
         console.print(table)
         shares = [cell.other_cpu_share for cell in group if cell.other_cpu_share is not None]
@@ -77,6 +83,13 @@ def print_cells(cells, title: str) -> None:
         for cell in group:
             if cell.error:
                 console.print(f"  batch {cell.batch}: {cell.error}", markup=False, highlight=False)
+            elif cell.clocks_dropped or cell.thermal_limit_hit:
+                hits = {
+                    "clocks dropped": cell.clocks_dropped,
+                    "thermal limit reached": cell.thermal_limit_hit,
+                }
+                what = " and ".join(name for name, hit in hits.items() if hit)
+                console.print(f"  batch {cell.batch}: {what} during the timed loop")
 
 
 @app.command()
@@ -117,6 +130,9 @@ def bench(
         Path | None, typer.Option("--json", help="Write cells and environment as JSON.")
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write throughput and latency plots (PNG).")] = None,
+    peak: Annotated[
+        bool, typer.Option(help="Measure this machine's INT8/FP32 peaks first; show each CPU cell's share.")
+    ] = False,
 ) -> None:
     """Time each artifact at each batch size; a cell that cannot run shows why and the sweep goes on."""
     from edgemlic.bench import run_bench, save_plot
@@ -137,10 +153,15 @@ def bench(
         onnx_variants=comma_separated(backends),
         coco_root=coco_root,
         split=split,
+        peak=peak,
     )
     env = report.environment
     machine = f"{env['cpu']} ({env['usable_cores']} cores)" + (f", {env['gpu']}" if env["gpu"] else "")
     print_cells(report.cells, f"{mode} mode on {machine}")
+    from edgemlic.bench.environment import condition_lines
+
+    for line in condition_lines(env):
+        console.print(line, markup=False, highlight=False)
     if json_path:
         write_json(json_path, report.to_dict())
         console.print(f"results written to {json_path}")

@@ -247,6 +247,7 @@ def test_nothing_readable_is_none_with_reasons_never_zero(tmp_path):
     record = monitor.record(images=8)
     assert record["mean_power_w"] is None and record["energy_mj_per_image"] is None
     assert record["clocks_dropped"] is None and record["thermal_limit_hit"] is None
+    assert record["conditions"] is None
 
 
 def test_this_machine_says_what_it_could_and_could_not_read():
@@ -294,3 +295,34 @@ def test_replayed_tegrastats_gives_module_energy(tmp_path):
     record = monitor.record(images=10)
     assert record["mean_power_w"] == pytest.approx(4.816)
     assert record["conditions"]["hottest_c"]["tj"] == 51.25
+
+
+def test_bench_cells_carry_energy_clocks_and_their_share_of_peak(exported, val_images, orin_nano_jp6):
+    """A real sweep on a machine laid out as a Jetson: every cell has its energy and conditions, and (with
+    `peak`) its multiply-adds from the graph and its share of the peak measured in the same run."""
+    from edgemlic.bench import run_bench
+    from edgemlic.bench.peak import count_macs
+
+    report = run_bench(
+        [exported["fp32"], exported["int8-cpu"]],
+        (1, 2),
+        warmup=1,
+        iters=3,
+        device="cpu",
+        images=val_images,
+        peak=True,
+        machine=Machine(orin_nano_jp6),
+    )
+    environment = report.environment
+    assert environment["machine_state"]["power_mode"]["name"] == "25W"
+    assert environment["peaks"]["cores"] >= 1
+    gmac = count_macs(exported["fp32"]) / 1e9
+    for cell in report.cells:
+        assert cell.error is None, cell.error
+        assert cell.mean_power_w == pytest.approx(5.0)
+        assert cell.energy_mj_per_image > 0
+        assert cell.conditions["clocks_before_mhz"]["gpu_mhz"] == pytest.approx(624.8)
+        assert cell.gmac_per_image == pytest.approx(gmac, rel=1e-3)
+        if environment["peaks"].get(f"{cell.precision}_gmac_per_s"):
+            assert cell.peak_share > 0
+    assert {c.precision for c in report.cells} == {"fp32", "int8"}
