@@ -17,7 +17,7 @@ from pathlib import Path
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx_info import EngineBuild, OnnxModelInfo, engine_build, read_onnx_model
 from edgemlic.io import atomic_path, make_folder, write_text
-from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
+from edgemlic.runtime.engine_fingerprint import TF32, BuildFlags, BuildProfile
 
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 """Where JetPack installs trtexec (the TensorRT tar/deb packages put it in their bin/ folder)."""
@@ -80,7 +80,8 @@ def trtexec_args(
     On the GPU the precision comes from the graph: --stronglyTyped on TensorRT 10 (TensorRT 11 always
     is), never --fp16/--int8/--best (removed in TensorRT 11; on TensorRT 10 they would let the builder
     choose other precisions). A TensorRT 10 DLA build is weakly typed with --fp16, because trtexec's
-    --useDLACore sets the FP16 flag, which a strongly typed network rejects.
+    --useDLACore sets the FP16 flag, which a strongly typed network rejects. TF32 is as `engine build`
+    has it (`engine_fingerprint.TF32`): trtexec enables it unless --noTF32 (TensorRT 10.3 to 11.1).
     """
     size = model.input_size
 
@@ -92,6 +93,8 @@ def trtexec_args(
         args.append("--stronglyTyped")
     if build.fp16_flag:
         args.append("--fp16")
+    if not TF32:
+        args.append("--noTF32")
     args += [
         f"--minShapes={shape(profile.min_batch)}",
         f"--optShapes={shape(profile.opt_batch)}",

@@ -3,7 +3,8 @@
 Building goes through Polygraphy (NVIDIA's Python layer over TensorRT): the ONNX graph is parsed,
 strongly typed on the GPU (one code path for TensorRT 10.x and 11.x, never the FP16/INT8 builder flags
 TensorRT 11 removed), with one optimization profile, a timing cache and the requested options; see
-`onnx_info.engine_build` for the DLA. What edgemlic adds on top: the engine inspector must show the
+`onnx_info.engine_build` for the DLA, and TF32 as `engine_fingerprint.TF32` says (off, as Polygraphy
+and the trtexec recipes' --noTF32 have it). What edgemlic adds on top: the engine inspector must show the
 layers running where and in the precision asked (`inspector.verify_precision`), a few real images
 must give the probabilities ONNX Runtime gives on the same graph (`compare.BUDGETS["engine"]`), and
 only then are the engine and its fingerprint written; the same inputs later reuse the engine.
@@ -24,6 +25,7 @@ from edgemlic.export.onnx_info import EngineBuild, OnnxModelInfo, engine_build, 
 from edgemlic.io import atomic_path, write_json
 from edgemlic.runtime import nvidia
 from edgemlic.runtime.engine_fingerprint import (
+    TF32,
     BuildFlags,
     BuildProfile,
     check_compatibility,
@@ -141,6 +143,7 @@ def _build_plan(
     cache = str(timing_cache) if timing_cache is not None else None
     config = poly.CreateConfig(
         fp16=build.fp16_flag or None,
+        tf32=TF32,  # Polygraphy clears BuilderFlag.TF32 unless tf32=True; said here, not left to its default
         use_dla=build.dla_core is not None or None,
         allow_gpu_fallback=build.dla_core is not None or None,
         profiles=[poly.Profile().add(info.input_name, min=min_shape, opt=opt_shape, max=max_shape)],

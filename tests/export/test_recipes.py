@@ -45,6 +45,14 @@ def test_dla_line_on_tensorrt10_is_fp16_and_not_strongly_typed():
     assert {"--useDLACore=1", "--allowGPUFallback", "--minShapes=images:8x3x224x224"} <= set(args)
 
 
+def test_every_build_line_turns_tf32_off_as_engine_build_does():
+    """trtexec enables TF32 unless --noTF32; Polygraphy, behind `engine build`, clears it unless asked."""
+    for build, profile in ((GPU10, BuildProfile()), (GPU11, BuildProfile()), (DLA10, BuildProfile(8, 8, 8))):
+        flags = BuildFlags(dla_core=build.dla_core)
+        args = trtexec_args(EXAMPLE_MODEL, profile, flags, build, onnx="m.onnx", engine="m.engine")
+        assert "--noTF32" in args and "--tf32" not in args
+
+
 def test_engines_are_loaded_the_way_they_were_built():
     """trtexec runs a version-compatible engine's host code only with --versionCompatible, and a DLA
     engine needs its core again; CUDA graphs cannot capture DLA work."""

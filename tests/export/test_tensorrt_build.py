@@ -1,0 +1,68 @@
+"""How `engine build` configures TensorRT's builder, through a recording fake of Polygraphy's loaders.
+
+The fake stands in for `polygraphy.backend.trt` (NetworkFromOnnxPath, CreateConfig, Profile,
+engine_bytes_from_network, as Polygraphy's API documents them) and records the arguments `_build_plan`
+passes; the ONNX models are real exports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from types import SimpleNamespace
+
+import pytest
+
+from edgemlic.export.onnx_info import engine_build, read_onnx_model
+from edgemlic.export.recipes import RecipeModel, trtexec_args
+from edgemlic.export.tensorrt import _build_plan
+from edgemlic.runtime import nvidia
+from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
+
+
+class RecordingPolygraphy:
+    """polygraphy.backend.trt's loaders, recording what they were given."""
+
+    def __init__(self) -> None:
+        self.config: dict = {}
+
+    def NetworkFromOnnxPath(self, path, strongly_typed=None):  # noqa: N802 (Polygraphy's name)
+        return ("network", path, strongly_typed)
+
+    def CreateConfig(self, **kwargs):  # noqa: N802
+        self.config = kwargs
+        return "config"
+
+    def Profile(self):  # noqa: N802
+        return SimpleNamespace(add=lambda name, min, opt, max: ("profile", name, min, opt, max))
+
+    def engine_bytes_from_network(self, network, config, save_timing_cache=None):
+        return b"serialized plan"
+
+
+@pytest.fixture
+def polygraphy(monkeypatch):
+    fake = RecordingPolygraphy()
+    trt = SimpleNamespace(
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        ProfilingVerbosity=SimpleNamespace(DETAILED="DETAILED"),
+    )
+    monkeypatch.setattr(nvidia, "tensorrt", lambda: trt)
+    monkeypatch.setattr(nvidia, "polygraphy_trt", lambda: fake)
+    monkeypatch.setattr(nvidia, "polygraphy_errors", lambda label: contextlib.nullcontext())
+    return fake
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("tensorrt_major", [10, 11])
+def test_engine_build_and_the_recipes_build_tf32_the_same_way(
+    precision, tensorrt_major, exported, polygraphy
+):
+    """FP32 layers must not get TF32 from one path and full FP32 from the other."""
+    info = read_onnx_model(exported[precision])
+    profile, flags = BuildProfile(1, 4, 8), BuildFlags()
+    build = engine_build(info, profile, flags, tensorrt_major)
+    assert _build_plan(info, profile, flags, build, None) == b"serialized plan"
+    config = polygraphy.config
+    assert config["tf32"] is False and config["profiling_verbosity"] == "DETAILED"
+    args = trtexec_args(RecipeModel.from_onnx(info), profile, flags, build, onnx="m.onnx", engine="m.plan")
+    assert ("--noTF32" in args) is (config["tf32"] is False)
