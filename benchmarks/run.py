@@ -51,7 +51,8 @@ from edgemlic.errors import EdgemlicError
 from edgemlic.export import export_model
 from edgemlic.io import write_json, write_text
 from edgemlic.models import create_model
-from edgemlic.train import TrainConfig, train
+from edgemlic.train.config import TrainConfig
+from edgemlic.train.loop import train
 
 RESULTS = Path(__file__).parent / "results"
 NAME = "inference_cpu"

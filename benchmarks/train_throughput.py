@@ -22,11 +22,11 @@ import torch
 from edgemlic.card import Preprocessing
 from edgemlic.data.coco import load_coco_split
 from edgemlic.data.synth import generate_shapes_dataset
-from edgemlic.data.transforms import EpochSampler, MultilabelDataset
-from edgemlic.losses import create_loss
+from edgemlic.device import resolve_device
 from edgemlic.models import create_model
-from edgemlic.runtime.torch_backend import resolve_device
-from edgemlic.train import _autocast, _to_device
+from edgemlic.train.datasets import EpochSampler, MultilabelDataset
+from edgemlic.train.loop import _autocast, _to_device
+from edgemlic.train.losses import create_loss
 
 
 def sync(device: torch.device) -> None:

@@ -12,7 +12,9 @@ from edgemlic.errors import EdgemlicError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 BEST_CHECKPOINT = "best.pt"
-"""The checkpoint a run folder stands for: the one with the lowest validation loss."""
+"""The checkpoint a run folder stands for: the best validation by the run's `select_by` measure."""
+LAST_CHECKPOINT = "last.pt"
+"""The latest state of a run, which `--resume` continues from."""
 KINDS = ("checkpoint", "onnx", "engine")
 
 

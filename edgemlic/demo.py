@@ -15,7 +15,8 @@ from edgemlic.data.synth import generate_shapes_dataset
 from edgemlic.evaluate import Evaluation, evaluate_artifact
 from edgemlic.io import write_json
 from edgemlic.runtime import Prediction, Predictor
-from edgemlic.train import TrainConfig, train
+from edgemlic.train.config import TrainConfig
+from edgemlic.train.loop import train
 
 DEMO_TRAINING = dict(
     arch="resnet_tiny",
@@ -65,13 +66,13 @@ def run_demo(
         generate_shapes_dataset(data_dir, train_images=train_images, val_images=val_images, seed=seed)
     run_dir = _new_run_dir(out)
     config = TrainConfig(
-        coco_root=str(data_dir),
+        coco_root=str(data_dir.resolve()),
         out_dir=str(run_dir),
         seed=seed,
         workers=workers,
         **(DEMO_TRAINING | (training or {})),
     )
-    checkpoint = train(config, progress=progress)
+    checkpoint = train(config, progress=progress).best
     evaluation = evaluate_artifact(checkpoint, data_dir, "val2017")
     write_json(run_dir / "val_metrics.json", evaluation.report)
     evaluation.save_scores(run_dir / "val_scores.npz")

@@ -69,7 +69,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _tiny_config(root: Path, out: Path, **overrides: Any):
     """The training config every test starts from: resnet_tiny at 32 px on the CPU, a few real steps."""
-    from edgemlic.train import TrainConfig
+    from edgemlic.train.config import TrainConfig
 
     settings = dict(
         coco_root=str(root),
@@ -97,10 +97,10 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """best.pt of a resnet_tiny trained for a few real steps at 32 px on the generated dataset."""
-    from edgemlic.train import train
+    from edgemlic.train.loop import train
 
     run = tmp_path_factory.mktemp("tiny_run")
-    return train(_tiny_config(synth_root, run, epochs=3), progress=False)
+    return train(_tiny_config(synth_root, run, epochs=3), progress=False).best
 
 
 @pytest.fixture(scope="session")

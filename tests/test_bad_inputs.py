@@ -307,8 +307,39 @@ def _dead_pid() -> int:
 
 
 def test_the_progress_bar_shows_the_loss_from_the_first_step(synth_root, tmp_path, tiny_config, capsys):
-    from edgemlic.train import train
+    from edgemlic.train.loop import train
 
     train(tiny_config(synth_root, tmp_path / "run", max_steps=3), progress=True)
     shown = capsys.readouterr()
     assert "loss nan" not in shown.out + shown.err and "loss " in shown.out + shown.err
+
+
+# ---- 6. what a comparison compares (issue 20) -----------------------------------------------------------
+
+
+def _from_another_checkpoint(source: Path, target: Path) -> Path:
+    """The graph at `source` with a card that names another checkpoint: an artifact of another model."""
+    model = onnx.load(source)
+    card = card_of(model, source)
+    set_card(model, card.replace(provenance={**card.provenance, "checkpoint_sha256": "0" * 64}))
+    onnx.save_model(model, target)
+    return target
+
+
+def test_bench_with_a_dataset_compares_one_model_unless_told(cli, exported, synth_root, tmp_path):
+    """bench --coco-root prints each row's micro-F1 side by side, so each must be the first one's model."""
+    other = _from_another_checkpoint(exported["fp32"], tmp_path / "other.onnx")
+    args = ["bench", exported["fp32"], exported["int8"], other, "--coco-root", synth_root,
+            "--batch-sizes", "1", "--iters", "1", "--warmup", "0"]  # fmt: skip
+    err = fails_in_one_line(cli, args, "not from the reference")
+    assert f"{other}: exported from checkpoint 000000000000" in err and "--cross-model" in err
+    code, out, err = cli([*args, "--cross-model", "--json", tmp_path / "bench.json"])
+    assert code == 0 and out.count("cross-model") == 1, out
+    cells = json.loads((tmp_path / "bench.json").read_text())["cells"]
+    assert [cell["cross_model"] for cell in cells] == [False, False, True]
+
+
+def test_parity_refuses_an_artifact_of_another_model(cli, tiny_checkpoint, exported, synth_root, tmp_path):
+    other = _from_another_checkpoint(exported["int8"], tmp_path / "other.int8.onnx")
+    args = ["parity", tiny_checkpoint, exported["int8"], other, "--coco-root", synth_root]
+    fails_in_one_line(cli, args, "not from the reference", tmp_path)

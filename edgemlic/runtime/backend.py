@@ -1,7 +1,8 @@
 """The one interface every inference backend implements (PyTorch, ONNX Runtime, TensorRT, ...).
 
-Parity, benchmarks and the predictor only ever see this: a preprocessed NxCxHxW float32 batch in,
-NxK float32 probabilities out. As in Polygraphy's runners, the contract is enforced here, not left
+Parity, benchmarks and the predictor only ever see this: a preprocessed batch in (N x 3 x S x S
+float32, or N x S x S x 3 uint8 for a model exported with `--input uint8`, as its card says), N x K
+float32 probabilities out. As in Polygraphy's runners, the contract is enforced here, not left
 to docstrings: `infer` checks the batch before and the scores after every backend's own `_infer`.
 A contract test runs it over every backend available.
 """
@@ -14,18 +15,8 @@ from typing import ClassVar
 import numpy as np
 
 from edgemlic.card import ModelCard
+from edgemlic.device import parse_device  # noqa: F401 (the backends import it from here)
 from edgemlic.errors import EdgemlicError
-
-DEVICES = "auto, cpu, cuda or cuda:N"
-
-
-def parse_device(device: str) -> tuple[str, int | None]:
-    """("auto" | "cpu" | "cuda", index or None) from a --device string; anything else is refused."""
-    if device in ("auto", "cpu", "cuda"):
-        return device, None
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return "cuda", int(device[5:])
-    raise EdgemlicError(f"unknown device {device!r}; use {DEVICES}")
 
 
 class Backend(ABC):
@@ -36,16 +27,22 @@ class Backend(ABC):
     """Where inference runs: "cpu" or "cuda"."""
     min_batch: int = 1
     max_batch: int | None = None
-    """The batch sizes one native run takes (None: any); larger batches may still be split up."""
+    """The batch sizes one native run takes (None: any); `infer` splits larger batches and pads smaller
+    ones, so callers never see the range."""
+    _closed: bool = False
 
     @property
     def precision(self) -> str:
         return self.card.precision
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (N x classes, float32) for a preprocessed N x 3 x S x S float32 batch."""
+        """Probabilities (N x classes, float32) for a preprocessed batch of the card's input."""
+        if self._closed:
+            raise EdgemlicError(
+                f"this {self.name} backend is closed; open the artifact again (load_backend) to run inference"
+            )
         batch = check_batch(batch, self.card)
-        scores = self._infer(batch)
+        scores = self._infer_in_range(batch)
         if scores.shape != (len(batch), self.card.num_classes):
             raise EdgemlicError(
                 f"{self.name} returned scores of shape {scores.shape} for {len(batch)} images, but the model "
@@ -53,15 +50,34 @@ class Backend(ABC):
             )
         return scores.astype(np.float32, copy=False)
 
+    def _infer_in_range(self, batch: np.ndarray) -> np.ndarray:
+        """`_infer` on slices of at most `max_batch` rows, the last padded up to `min_batch` (a graph
+        whose batch dimension is fixed takes exactly that many images per run)."""
+        if self.max_batch is None or self.min_batch <= len(batch) <= self.max_batch:
+            return self._infer(batch)
+        parts = []
+        for start, stop, rows in plan_chunks(len(batch), self.min_batch, self.max_batch):
+            chunk = batch[start:stop]
+            if rows > len(chunk):
+                chunk = np.concatenate([chunk, np.zeros((rows - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            parts.append(self._infer(chunk)[: stop - start])
+        return np.concatenate(parts)
+
     @abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        """The backend's own inference on a batch already checked by `infer`."""
+        """The backend's own inference on a batch already checked by `infer`, within the batch range."""
 
     def synchronize(self) -> None:  # noqa: B027 (a no-op for backends that return host arrays)
         """Wait for work queued on the device; timing calls it before stopping the clock."""
 
-    def close(self) -> None:  # noqa: B027 (optional hook: most backends hold nothing to release)
-        """Release sessions, contexts and device memory."""
+    def close(self) -> None:
+        """Release sessions, contexts and device memory (`_close`, once); `infer` afterwards is an error."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:  # noqa: B027 (optional hook: most backends hold nothing to release)
+        """The backend's own release of what it holds."""
 
     def __enter__(self) -> Backend:
         return self
@@ -71,10 +87,34 @@ class Backend(ABC):
 
 
 def check_batch(batch: np.ndarray, card: ModelCard) -> np.ndarray:
-    """Reject batches the model cannot take, naming what is wrong; returns a contiguous float32 array."""
-    size = card.preprocessing.input_size
-    if batch.ndim != 4 or batch.shape[1:] != (3, size, size) or batch.shape[0] == 0:
+    """Reject batches the model cannot take, naming what is wrong; returns a contiguous array of the
+    card's input dtype. A float batch for a uint8 model (or the reverse) is refused, not converted: it
+    would be normalized twice, or not at all."""
+    pre = card.preprocessing
+    image = pre.input_shape(1)[1:]
+    if batch.ndim != 4 or batch.shape[1:] != image or batch.shape[0] == 0:
+        wanted = " x ".join(str(d) for d in ("N", *image))
+        raise EdgemlicError(f"input batch must have shape {wanted} with N >= 1, got {batch.shape}")
+    if pre.input_dtype == "uint8" and batch.dtype != np.uint8:
         raise EdgemlicError(
-            f"input batch must have shape N x 3 x {size} x {size} with N >= 1, got {batch.shape}"
+            f"this model takes uint8 {pre.input_layout} pixels and normalizes them itself, got "
+            f"{batch.dtype}; preprocess with its card (edgemlic.images.preprocess) or pass uint8 crops"
         )
-    return np.ascontiguousarray(batch, dtype=np.float32)
+    if pre.input_dtype == "float32" and batch.dtype == np.uint8:
+        raise EdgemlicError(
+            "this model takes normalized float32 NCHW input, got uint8 pixels; preprocess with its card "
+            "(edgemlic.images.preprocess), or export with --input uint8 for a model that takes frames"
+        )
+    return np.ascontiguousarray(batch, dtype=pre.input_dtype)
+
+
+def plan_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, int]]:
+    """(start, stop, run_size) slices covering n rows in batches of min_batch..max_batch rows.
+
+    Slices hold at most `max_batch` rows; a final slice smaller than `min_batch` runs padded to
+    `min_batch` rows (the padding rows' outputs are dropped).
+    """
+    assert n >= 1 and 1 <= min_batch <= max_batch
+    return [
+        (s, min(s + max_batch, n), max(min(s + max_batch, n) - s, min_batch)) for s in range(0, n, max_batch)
+    ]

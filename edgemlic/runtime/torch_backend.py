@@ -16,23 +16,10 @@ import torch
 
 from edgemlic.card import ModelCard
 from edgemlic.checkpoint import load_model
+from edgemlic.device import resolve_device
 from edgemlic.errors import EdgemlicError
-from edgemlic.runtime.backend import Backend, parse_device
+from edgemlic.runtime.backend import Backend
 from edgemlic.runtime.loader import GPU_ONLY_OPTIONS, TORCH_OPTIONS, variant_name
-
-
-def resolve_device(device: str) -> torch.device:
-    """ "auto" picks CUDA when present; asking for CUDA where there is none is an error."""
-    kind, index = parse_device(device)
-    if kind == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise EdgemlicError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
-    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
-        raise EdgemlicError(
-            f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
-        )
-    return torch.device(kind if index is None else f"{kind}:{index}")
 
 
 class TorchBackend(Backend):
@@ -119,7 +106,7 @@ class TorchBackend(Backend):
         if self.device == "cuda":
             torch.cuda.synchronize(self._device)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._graphs.clear()
         self.model = None
         if self._threads_before is not None:

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from edgemlic.checkpoint import load_checkpoint
-from edgemlic.distributed import World, join, per_rank_batch, train_on_processes
 from edgemlic.errors import EdgemlicError
-from edgemlic.train import train
+from edgemlic.train.distributed import World, join, per_rank_batch
+from edgemlic.train.launch import train_on_processes
+from edgemlic.train.loop import train
 
 
 @pytest.fixture
@@ -26,8 +27,8 @@ def gn_config(tiny_config):
 @pytest.mark.slow
 def test_two_processes_match_one(synth_root, tmp_path, gn_config):
     train(gn_config(synth_root, tmp_path / "one"), progress=False)
-    best = train_on_processes(gn_config(synth_root, tmp_path / "two"), nproc=2)
-    assert best == tmp_path / "two" / "best.pt"
+    result = train_on_processes(gn_config(synth_root, tmp_path / "two"), nproc=2)
+    assert result.best == tmp_path / "two" / "best.pt"
     one, two = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
     assert two["world_size"] == 2 and one["world_size"] == 1
     for key, value in one["model"].items():

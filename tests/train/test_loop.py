@@ -8,12 +8,12 @@ import torch
 
 from edgemlic.checkpoint import load_checkpoint, load_model
 from edgemlic.data.coco import load_coco_split
-from edgemlic.data.transforms import EpochSampler, MultilabelDataset
-from edgemlic.distributed import World
 from edgemlic.errors import EdgemlicError
-from edgemlic.losses import create_loss
 from edgemlic.models import create_model
-from edgemlic.train import evaluate, train
+from edgemlic.train.datasets import EpochSampler, MultilabelDataset
+from edgemlic.train.distributed import World
+from edgemlic.train.loop import evaluate, resume, train
+from edgemlic.train.losses import create_loss
 
 
 def read_metrics(run_dir):
@@ -26,8 +26,8 @@ def final_weights(run_dir):
 
 
 def test_run_directory_holds_everything(synth_root, tmp_path, tiny_config):
-    best = train(tiny_config(synth_root, tmp_path / "run", val_every=3), progress=False)
-    run = tmp_path / "run"
+    result = train(tiny_config(synth_root, tmp_path / "run", val_every=3), progress=False)
+    run, best = tmp_path / "run", result.best
     assert best == run / "best.pt"
     for name in ("best.pt", "last.pt", "config.json", "card.json", "metrics.csv", "curves.png"):
         assert (run / name).stat().st_size > 0, name
@@ -39,16 +39,26 @@ def test_run_directory_holds_everything(synth_root, tmp_path, tiny_config):
     assert json.loads((run / "card.json").read_text())["classes"] == list(load_model(best)[1].classes)
     payload = load_checkpoint(run / "last.pt")
     assert payload["train_state"]["finished"] and payload["train_state"]["step"] == total
-    # best.pt is the checkpoint with the lowest validation loss in metrics.csv
+    # best.pt is the first validation with the highest micro-F1 in metrics.csv
+    f1 = [float(r["val_micro_f1"]) for r in rows]
+    assert load_checkpoint(best)["train_state"]["step"] == int(rows[int(np.argmax(f1))]["step"])
+    assert result.select_by == "micro_f1" and result.best_value == pytest.approx(max(f1))
+    assert not result.stopped_early and "finished at epoch 2" in result.summary()
+
+
+def test_best_checkpoint_by_loss_when_asked(synth_root, tmp_path, tiny_config):
+    result = train(tiny_config(synth_root, tmp_path / "run", val_every=2, select_by="loss"), progress=False)
+    rows = read_metrics(tmp_path / "run")
     losses = [float(r["val_loss"]) for r in rows]
-    assert load_checkpoint(best)["train_state"]["step"] == int(rows[int(np.argmin(losses))]["step"])
+    assert load_checkpoint(result.best)["train_state"]["step"] == int(rows[int(np.argmin(losses))]["step"])
+    assert "chosen by validation loss" in result.summary()
 
 
 def test_same_seed_same_weights(synth_root, tmp_path, tiny_config):
-    a = final_weights(train(tiny_config(synth_root, tmp_path / "a", max_steps=4), progress=False).parent)
-    b = final_weights(train(tiny_config(synth_root, tmp_path / "b", max_steps=4), progress=False).parent)
+    a = final_weights(train(tiny_config(synth_root, tmp_path / "a", max_steps=4), progress=False).best.parent)
+    b = final_weights(train(tiny_config(synth_root, tmp_path / "b", max_steps=4), progress=False).best.parent)
     c = final_weights(
-        train(tiny_config(synth_root, tmp_path / "c", max_steps=4, seed=1), progress=False).parent
+        train(tiny_config(synth_root, tmp_path / "c", max_steps=4, seed=1), progress=False).best.parent
     )
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -58,7 +68,7 @@ def test_interrupted_run_resumes_to_the_same_weights(synth_root, tmp_path, monke
     """Kill training mid-epoch after a checkpoint, resume, and land on the uninterrupted run's weights."""
     config = dict(val_every=4, epochs=2)
     reference = final_weights(
-        train(tiny_config(synth_root, tmp_path / "ref", **config), progress=False).parent
+        train(tiny_config(synth_root, tmp_path / "ref", **config), progress=False).best.parent
     )
 
     calls = {"n": 0}
@@ -76,7 +86,7 @@ def test_interrupted_run_resumes_to_the_same_weights(synth_root, tmp_path, monke
     monkeypatch.setattr(MultilabelDataset, "__getitem__", original)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"] == 4
 
-    train(tiny_config(synth_root, tmp_path / "run"), resume=True, progress=False)
+    resume(tmp_path / "run", progress=False)
     resumed = final_weights(tmp_path / "run")
     for k in reference:
         torch.testing.assert_close(resumed[k], reference[k], rtol=0, atol=0, msg=k)
@@ -87,7 +97,7 @@ def test_training_lowers_the_loss_on_its_data(synth_root, tmp_path, tiny_config)
     config = tiny_config(
         synth_root, tmp_path / "run", arch="resnet_tiny_gn", epochs=4, rotation=0.0, hflip=False
     )
-    best = train(config, progress=False)
+    best = train(config, progress=False).best
     split = load_coco_split(synth_root, "train2017")
     loader = torch.utils.data.DataLoader(
         MultilabelDataset(split.samples, load_model(best)[1].preprocessing), 16
@@ -97,17 +107,21 @@ def test_training_lowers_the_loss_on_its_data(synth_root, tmp_path, tiny_config)
     trained = create_model("resnet_tiny_gn", len(split.classes))
     trained.load_state_dict(load_checkpoint(tmp_path / "run" / "last.pt")["model"])
     loss = create_loss("bce")
-    before = evaluate(initial, loss, loader, torch.device("cpu")).loss
-    after = evaluate(trained, loss, loader, torch.device("cpu")).loss
+    before = evaluate(initial, loss, loader, torch.device("cpu"))[0]
+    after = evaluate(trained, loss, loader, torch.device("cpu"))[0]
     assert after < 0.9 * before  # measured 0.52 vs 0.70; a loop that does not learn stays near 1.0
 
 
 def test_early_stopping_after_patience(synth_root, tmp_path, tiny_config):
-    # lr 0 never improves after the first validation: patience 2 stops at the third.
+    # lr ~0 cannot keep improving: the run stops two validations after its best one, and says so.
     run = tmp_path / "run"
-    train(tiny_config(synth_root, run, lr=1e-12, val_every=1, patience=2, epochs=5), progress=False)
+    result = train(tiny_config(synth_root, run, lr=1e-12, val_every=1, patience=2, epochs=5), progress=False)
     rows = read_metrics(run)
-    assert len(rows) == 3
+    f1 = [float(r["val_micro_f1"]) for r in rows]
+    best = int(np.argmax(f1))
+    assert result.stopped_early and len(rows) == best + 1 + 2
+    assert result.best_epoch == float(rows[best]["epoch"])
+    assert result.summary().startswith(f"training stopped early at epoch {float(rows[-1]['epoch']):g};")
 
 
 def test_existing_run_is_not_overwritten(synth_root, tmp_path, tiny_config):
@@ -123,7 +137,7 @@ def test_finished_run_cannot_resume(synth_root, tmp_path, tiny_config):
     run = tmp_path / "run"
     train(tiny_config(synth_root, run, max_steps=2), progress=False)
     with pytest.raises(EdgemlicError, match="already finished"):
-        train(tiny_config(synth_root, run), resume=True, progress=False)
+        resume(run, progress=False)
 
 
 def test_epoch_sampler_is_a_seeded_permutation_that_can_start_midway():

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgemlic.errors import EdgemlicError
-
-LOSSES = ("bce", "focal", "asymmetric")
+from edgemlic.train.config import LOSSES
 
 
 class FocalLoss(nn.Module):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from edgemlic.errors import EdgemlicError
-from edgemlic.losses import LOSSES, AsymmetricLoss, FocalLoss, create_loss
+from edgemlic.train.losses import LOSSES, AsymmetricLoss, FocalLoss, create_loss
 
 
 def batch(seed: int = 0, scale: float = 3.0):

@@ -16,8 +16,8 @@ from PIL import Image, ImageOps
 
 from edgemlic.card import Preprocessing
 from edgemlic.data.coco import Sample
-from edgemlic.distributed import SINGLE_PROCESS, World
 from edgemlic.images import decode_image, preprocess
+from edgemlic.train.distributed import SINGLE_PROCESS, World
 
 
 def augment(img: Image.Image, rng: np.random.Generator, rotation: float, hflip: bool) -> Image.Image:

@@ -1,4 +1,4 @@
-"""torch.distributed plumbing for `edgemlic train` under torchrun (or `--nproc N`).
+"""torch.distributed plumbing for training under torchrun (or `--nproc N`, see `launch`).
 
 The run is defined by its global batch: `--batch-size` is split evenly over the processes, the
 epoch order is one seeded permutation shared by all ranks, and gradients are averaged, so N
@@ -8,24 +8,17 @@ models without batch statistics; BatchNorm becomes SyncBatchNorm on GPUs).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from edgemlic import checks
-from edgemlic.errors import EdgemlicError, first_line
-from edgemlic.runtime.torch_backend import resolve_device
-
-if TYPE_CHECKING:
-    from edgemlic.train import TrainConfig
+from edgemlic.device import resolve_device
+from edgemlic.errors import EdgemlicError
 
 
 @dataclass(frozen=True)
@@ -108,37 +101,3 @@ def distribute(model: nn.Module, world: World, device: torch.device) -> nn.Modul
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None
     )
-
-
-def train_on_processes(config: TrainConfig, nproc: int, resume: bool = False) -> Path:
-    """Run `train` on `nproc` local processes through torch's elastic launcher (what torchrun uses);
-    one process trains in this one."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    checks.at_least("nproc", nproc, 1)
-    if nproc == 1:
-        from edgemlic.train import train
-
-        return train(config, resume=resume)
-    per_rank_batch(config.batch_size, World(size=nproc))  # fail before any process starts
-    launch = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=f"edgemlic-{os.getpid()}",
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",
-        max_restarts=0,
-        monitor_interval=0.5,
-    )
-    try:
-        results = elastic_launch(launch, _train_worker)(dataclasses.asdict(config), resume)
-    except Exception as e:  # ChildFailedError carries each rank's traceback; the first line says what failed
-        raise EdgemlicError(f"distributed training failed: {first_line(e)}") from None
-    return Path(results[0])
-
-
-def _train_worker(config: dict, resume: bool) -> str:
-    from edgemlic.train import TrainConfig, train
-
-    return str(train(TrainConfig.from_dict(config), resume=resume, progress=False))
