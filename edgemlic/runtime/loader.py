@@ -80,6 +80,7 @@ def load_backend(
     hint: str | None = None,
     spin: bool | None = None,
     contexts: int | None = None,
+    cuda_graphs: bool = False,
 ) -> Backend:
     """Open a checkpoint (.pt or run folder), ONNX model (.onnx) or TensorRT engine (.engine).
 
@@ -88,7 +89,9 @@ def load_backend(
     checkpoint (see TORCH_OPTIONS); `backend` chooses what runs an .onnx (ONNX_BACKENDS, default ONNX
     Runtime); `hint` is OpenVINO's latency or throughput hint; `spin` lets ONNX Runtime's threads spin
     while waiting for work (its default: faster on a quiet machine, slower on a shared one); `contexts`
-    bounds a TensorRT engine's execution contexts (threads beyond it wait for one).
+    bounds a TensorRT engine's execution contexts (threads beyond it wait for one); `cuda_graphs` runs an
+    engine through a CUDA graph captured per batch size, as trtexec's --useCudaGraph (a checkpoint's own
+    graphs are the cuda-graphs PyTorch option).
     """
     path = Path(artifact)
     kind = artifact_kind(path)
@@ -102,6 +105,11 @@ def load_backend(
         raise EdgemlicError(f"{path}: --backend {backend} runs .onnx models only")
     if contexts is not None and kind != "engine":
         raise EdgemlicError(f"{path}: execution contexts apply to TensorRT engines only")
+    if cuda_graphs and kind != "engine":
+        raise EdgemlicError(
+            f"{path}: cuda_graphs applies to TensorRT engines only; a checkpoint takes the cuda-graphs "
+            "PyTorch option"
+        )
     if hint is not None and backend != "openvino":
         raise EdgemlicError("a latency or throughput hint applies to the openvino backend only")
     if spin is not None and not (kind == "onnx" and backend in (None, "onnxruntime")):
@@ -121,4 +129,4 @@ def load_backend(
         return OnnxBackend(path, device, threads=threads, spin=spin)
     from edgemlic.runtime.tensorrt_backend import DEFAULT_CONTEXTS, TensorRTBackend
 
-    return TensorRTBackend(path, device, contexts=contexts or DEFAULT_CONTEXTS)
+    return TensorRTBackend(path, device, contexts=contexts or DEFAULT_CONTEXTS, cuda_graphs=cuda_graphs)
