@@ -27,6 +27,7 @@ Anything that cannot be read is None with the reason beside it, never 0.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 SAMPLE_INTERVAL_S = 0.05
+MAX_CPU_CLOCKS = 16
 MODULE_RAILS = ("VDD_IN", "POM_5V_IN", "VIN")
 """Rail names that measure the whole module's input, in order of preference."""
 GPU_DEVFREQ = re.compile(r"(ga10b|gv11b|gp10b|gb10b|\.gpu|^gpu-gpc-\d+)$")
@@ -115,11 +117,7 @@ class Machine:
 
     def __post_init__(self) -> None:
         root = self.root
-        self.cpufreq = sorted(
-            p
-            for p in root.glob("sys/devices/system/cpu/cpu[0-9]*/cpufreq")
-            if (p / "scaling_cur_freq").exists()
-        )
+        self.cpufreq = _cpufreq_folders(root)
         self.gpu = next(
             (p for p in sorted(root.glob("sys/class/devfreq/*")) if GPU_DEVFREQ.search(p.name)), None
         )
@@ -199,6 +197,20 @@ class Machine:
         if self.rapl:
             return "RAPL " + "+".join(d.name for d in self.rapl) + " (CPU packages only)"
         return None
+
+
+def _cpufreq_folders(root: Path) -> list[Path]:
+    """cpufreq of the cores this process may run on, at most MAX_CPU_CLOCKS of them evenly spread: reading
+    every core of a 128-core server every 50 ms would itself load the machine being measured."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    folders = []
+    for folder in root.glob("sys/devices/system/cpu/cpu[0-9]*/cpufreq"):
+        core = int(folder.parent.name[3:])
+        if (allowed is None or core in allowed) and (folder / "scaling_cur_freq").exists():
+            folders.append((core, folder))
+    folders = [folder for _, folder in sorted(folders)]
+    step = max(1, -(-len(folders) // MAX_CPU_CLOCKS))
+    return folders[::step]
 
 
 def _mhz(path: Path | None) -> float | None:

@@ -1,6 +1,7 @@
 """Power mode, clocks, heat and energy on fake sysfs trees laid out as on JetPack 6 and 7 (Orin, Thor), on
 x86 RAPL, and on replayed tegrastats lines; and what this machine says it could not read."""
 
+import os
 import sys
 import textwrap
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgemlic.bench.power import (
+    MAX_CPU_CLOCKS,
     CellMonitor,
     Machine,
     integrate_mj,
@@ -125,6 +127,15 @@ def test_jetpack6_orin_nano_is_read_as_documented(orin_nano_jp6):
     assert state["temperatures_c"] == {"cpu-thermal": 51.2, "gpu-thermal": 50.9}  # cv0 is off (-256 C)
     assert state["energy_source"] == "INA3221 VDD_IN"
     assert state["not_measured"] == {"emc_clock": "EMC rate is in bpmp debugfs, readable by root only"}
+
+
+def test_clocks_are_read_on_a_few_of_the_cores_this_process_runs_on(tmp_path):
+    """A 64-core server: reading every core's clock every 50 ms would load the machine being measured."""
+    _cpus(tmp_path, 64, 3000000, 1500000, 3700000)
+    folders = Machine(tmp_path).cpufreq
+    allowed = os.sched_getaffinity(0)
+    assert 0 < len(folders) <= min(MAX_CPU_CLOCKS, len(allowed & set(range(64))))
+    assert all(int(folder.parent.name[3:]) in allowed for folder in folders)
 
 
 def test_jetson_clocks_shows_as_locked(orin_nano_jp6):
