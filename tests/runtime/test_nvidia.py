@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import inspect
 import logging
 import struct
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from edgemlic.errors import EdgemlicError
 from edgemlic.runtime import nvidia
+from edgemlic.runtime.cudart import CudaRuntime
 
 TOTAL_GLOBAL_MEM_OFFSET = 288
 """cudaDeviceProp: name[256], cudaUUID_t uuid (16 bytes), luid[8], unsigned luidDeviceNodeMask, then
@@ -195,3 +197,36 @@ def test_build_errors_name_tensorrts_reason_without_touching_stdout(logger, monk
         nvidia.polygraphy_errors("x"),
     ):
         raise PolygraphyException("Invalid Engine. Please ensure the engine was built correctly")
+
+
+def test_the_real_libcudart_has_every_call_edgemlic_makes():
+    """Every libcudart symbol CudaRuntime and device_facts use, looked up in the libcudart Polygraphy
+    finds on this machine (no GPU is needed to resolve a symbol): a misspelt name would otherwise
+    surface only on a device."""
+    try:
+        lib = nvidia._cudart()
+    except EdgemlicError as e:
+        pytest.skip(f"no libcudart here: {e}")
+
+    class Names:
+        def __init__(self):
+            self.used = set()
+
+        def __getattr__(self, name):
+            self.used.add(name)
+            return lambda *args: 0
+
+    names = Names()
+    runtime = CudaRuntime(names)
+    for _, method in inspect.getmembers(runtime, inspect.ismethod):
+        if method.__name__ != "__init__":
+            method(*[1] * len(inspect.signature(method).parameters))
+    names.used |= {
+        "cudaGetDeviceCount",
+        "cudaDeviceGetAttribute",
+        "cudaRuntimeGetVersion",
+        "cudaDriverGetVersion",
+    }
+    assert len(names.used) == 20
+    assert [name for name in sorted(names.used) if not hasattr(lib, name)] == []
+    assert nvidia._device_properties_call(lib)[0].startswith("cudaGetDeviceProperties")
