@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+from collections.abc import Iterable
 from types import ModuleType
 
 
@@ -53,6 +55,15 @@ def import_optional(module: str) -> ModuleType:
         if error is None:
             raise
         raise error from None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """ "; did you mean 'cat'?" for a close match among `choices` (names are case-sensitive, so a
+    match in another case is offered too), or ""."""
+    choices = list(choices)
+    same_but_case = [c for c in choices if c.lower() == name.lower()]
+    close = same_but_case or difflib.get_close_matches(name, choices, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:

@@ -47,7 +47,9 @@ def evaluate_artifact(
     backend) or a backend already open (which is then closed here too)."""
     with Predictor(artifact, threshold=threshold, device=device, **open_options) as predictor:
         card = predictor.card
-        data = load_coco_split(Path(coco_root), split, card.classes, keep_negatives)
+        data = load_coco_split(
+            Path(coco_root), split, card.classes, keep_negatives, classes_from=f"the card of {artifact}"
+        )
         scores = predictor.scores([s.path for s in data.samples], batch_size)
     targets = np.stack([s.target for s in data.samples])
     thresholds = predictor.thresholds

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from edgemlic.card import ModelCard, Preprocessing
-from edgemlic.errors import EdgemlicError
+from edgemlic.errors import EdgemlicError, did_you_mean
 from edgemlic.images import ImageSource, as_rgb_image, decode_image, preprocess, resize_crop_geometry
 
 DISPLAY_SIDE = 480
@@ -46,7 +46,8 @@ def check_class_names(card: ModelCard, class_names: Sequence[str]) -> tuple[str,
     unknown = [name for name in class_names if name not in card.classes]
     if unknown:
         raise EdgemlicError(
-            f"unknown class {', '.join(map(repr, unknown))}; this model knows: {', '.join(card.classes)}"
+            f"unknown class {', '.join(map(repr, unknown))}{did_you_mean(unknown[0], card.classes)} "
+            f"(names are case-sensitive; this model knows: {', '.join(card.classes)})"
         )
     if not class_names:
         raise EdgemlicError(f"no class to explain; name some of: {', '.join(card.classes)}")

@@ -139,7 +139,11 @@ def test_default_classes_are_the_predicted_ones(tiny_checkpoint, val_images, tmp
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--classes", "ring,unicorn"], "unknown class 'unicorn'; this model knows: circle, square"),
+        (
+            ["--classes", "ring,unicorn"],
+            "unknown class 'unicorn' (names are case-sensitive; this model knows: ",
+        ),
+        (["--classes", "ring,Circle"], "unknown class 'Circle'; did you mean 'circle'?"),
         (["--classes", "ring,,star"], "empty name"),
     ],
 )

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgemlic.errors import EdgemlicError
+from edgemlic.errors import EdgemlicError, did_you_mean
 
 DEFAULT_CATEGORIES = (
     "dog",
@@ -60,6 +60,8 @@ class CocoSplit:
     classes: tuple[str, ...]
     samples: list[Sample]
     annotation_file: Path
+    problems: tuple[str, ...] = ()
+    """What would corrupt labels, found in a split read with strict=False (one line each)."""
 
     @property
     def image_dir(self) -> Path:
@@ -89,10 +91,26 @@ def split_paths(root: Path, split: str) -> tuple[Path, Path]:
     if not root.is_dir():
         raise EdgemlicError(f"{root}: COCO root folder not found; {_LAYOUT_HINT}")
     if not annotation_file.is_file():
-        raise EdgemlicError(f"{annotation_file}: annotation file not found; {_LAYOUT_HINT}")
+        raise EdgemlicError(f"{annotation_file}: annotation file not found; {_where_splits_are(root)}")
     if not image_dir.is_dir():
         raise EdgemlicError(f"{image_dir}: image folder of split {split!r} not found; {_LAYOUT_HINT}")
     return annotation_file, image_dir
+
+
+def available_splits(root: Path) -> list[str]:
+    """The splits a COCO root has annotation files for."""
+    files = sorted((Path(root) / "annotations").glob("instances_*.json"))
+    return [f.name[len("instances_") : -len(".json")] for f in files]
+
+
+def _where_splits_are(root: Path) -> str:
+    """What to do instead: the splits this root has, or the parent when `root` is itself a split folder."""
+    splits = available_splits(root)
+    if splits:
+        return f"this root has the splits {', '.join(splits)} (--split)"
+    if root.resolve().name in available_splits(root.resolve().parent):
+        return f"{root} is a split's image folder; give its parent {root.resolve().parent} as the root"
+    return _LAYOUT_HINT
 
 
 def read_annotation_file(path: Path) -> dict[str, Any]:
@@ -169,15 +187,31 @@ def unsafe_file_name(file_name: str) -> bool:
 
 
 def load_coco_split(
-    root: Path, split: str, categories: Sequence[str] | None = None, keep_negatives: bool = False
+    root: Path,
+    split: str,
+    categories: Sequence[str] | None = None,
+    keep_negatives: bool = False,
+    *,
+    strict: bool = True,
+    classes_from: str | None = None,
 ) -> CocoSplit:
-    """Read a split's images and labels; by default only images with a chosen category are kept."""
+    """Read a split's images and labels; by default only images with a chosen category are kept.
+
+    `classes_from` names where `categories` came from when the user did not type them (a model's card),
+    so a dataset without those classes is reported as such, not as a typo.
+
+    A file whose records would corrupt labels (repeated ids or file names, dangling annotations, names
+    outside the image folder) is refused; with `strict=False` (for looking at a split, never for
+    training or scoring) it is read as it is and the problems are in `CocoSplit.problems`.
+    """
     annotation_file, image_dir = split_paths(root, split)
     dataset = read_annotation_file(annotation_file)
-    _check_consistency(annotation_file, dataset)
+    problems = _consistency_problems(annotation_file, dataset)
+    if problems and strict:
+        raise EdgemlicError(problems[0])
 
     by_name = {c["name"]: c["id"] for c in sorted(dataset["categories"], key=lambda c: c["id"])}
-    classes = _choose_categories(annotation_file, list(by_name), categories)
+    classes = _choose_categories(annotation_file, list(by_name), categories, classes_from)
     column = {by_name[name]: i for i, name in enumerate(classes)}
     # The index pycocotools' COCO.createIndex builds, for the one question asked of it here (a test
     # checks the labels against pycocotools): which chosen categories each image holds. Crowd
@@ -202,40 +236,45 @@ def load_coco_split(
             f"{annotation_file}: no image of split {split!r} contains any of {', '.join(classes)}; "
             "choose other categories or keep negatives"
         )
-    return CocoSplit(Path(root), split, classes, samples, annotation_file)
+    return CocoSplit(Path(root), split, classes, samples, annotation_file, tuple(problems))
 
 
-def _check_consistency(path: Path, dataset: dict[str, Any]) -> None:
-    """Reject what would silently corrupt labels: repeated ids, dangling references, unsafe file names."""
+def _consistency_problems(path: Path, dataset: dict[str, Any]) -> list[str]:
+    """What would silently corrupt labels: repeated ids, dangling references, repeated or unsafe file
+    names; one line each, naming the first case and the fix."""
+    problems = []
     for key, what in (("images", "image"), ("annotations", "annotation")):
         repeated = repeated_values(r["id"] for r in dataset[key])
         if repeated:
-            raise EdgemlicError(
+            problems.append(
                 f"{path}: {len(repeated)} {what} id(s) appear more than once (first: {repeated[0]}); "
                 "ids must be unique; `edgemlic data check` lists examples"
             )
     dangling = dangling_annotations(dataset)
     if dangling:
         a = dangling[0]
-        raise EdgemlicError(
+        problems.append(
             f"{path}: {len(dangling)} annotation(s) point to a missing image or category (first: annotation "
             f"{a['id']} with image_id {a['image_id']}, category_id {a['category_id']}); fix or drop them"
         )
     repeated = repeated_values(image["file_name"] for image in dataset["images"])
     if repeated:
-        raise EdgemlicError(
+        problems.append(
             f"{path}: {len(repeated)} file name(s) are listed by more than one image record (first: "
             f"{repeated[0]!r}), so one picture would be scored under two label sets; merge the records"
         )
-    for image in dataset["images"]:
-        if unsafe_file_name(image["file_name"]):
-            raise EdgemlicError(
-                f"{path}: image {image['id']} has file_name {image['file_name']!r}, which leaves the image "
-                "folder; use a path relative to the split folder"
-            )
+    unsafe = [image for image in dataset["images"] if unsafe_file_name(image["file_name"])]
+    if unsafe:
+        problems.append(
+            f"{path}: image {unsafe[0]['id']} has file_name {unsafe[0]['file_name']!r}, which leaves the "
+            "image folder; use a path relative to the split folder"
+        )
+    return problems
 
 
-def _choose_categories(path: Path, available: list[str], wanted: Sequence[str] | None) -> tuple[str, ...]:
+def _choose_categories(
+    path: Path, available: list[str], wanted: Sequence[str] | None, classes_from: str | None
+) -> tuple[str, ...]:
     """Names given: exactly those in that order. None: the defaults if all present, else the file's own."""
     if not available:
         raise EdgemlicError(
@@ -250,9 +289,21 @@ def _choose_categories(path: Path, available: list[str], wanted: Sequence[str] |
     if repeated:
         raise EdgemlicError(f"{path}: category {repeated[0]!r} is asked for twice; name each category once")
     unknown = [name for name in wanted if name not in available]
+    if unknown and classes_from:
+        raise EdgemlicError(
+            f"{path}: this dataset does not label the model's classes {_names(unknown)} (from "
+            f"{classes_from}); it labels {_names(available)}; use data labelled with the model's classes"
+        )
     if unknown:
         raise EdgemlicError(
-            f"{path}: unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
-            f"valid names: {', '.join(available)}"
+            f"{path}: unknown categor{'y' if len(unknown) == 1 else 'ies'} {_names(unknown)}"
+            f"{did_you_mean(unknown[0], available)} (names are case-sensitive; this file has "
+            f"{_names(available)})"
         )
     return wanted
+
+
+def _names(names: Sequence[str], limit: int = 12) -> str:
+    """Quoted names, the first `limit` of a long list and how many more."""
+    shown = ", ".join(map(repr, names[:limit]))
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

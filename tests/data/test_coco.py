@@ -120,7 +120,24 @@ def test_parse_categories_rejects(text: str, message: str) -> None:
 
 def test_unknown_category_lists_valid_names(tmp_path: Path) -> None:
     message = _error(_write(tmp_path, _dataset()), categories=["dog", "unicorn"])
-    assert "unknown category 'unicorn'" in message and "valid names: bird, cat, dog" in message
+    assert "unknown category 'unicorn'" in message and "this file has 'bird', 'cat', 'dog')" in message
+    assert "did you mean" not in message
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("catt", "cat"), ("Dog", "dog"), ("brid", "bird")])
+def test_a_typo_gets_the_close_name(tmp_path: Path, typed: str, meant: str) -> None:
+    message = _error(_write(tmp_path, _dataset()), categories=[typed])
+    assert f"did you mean {meant!r}?" in message and "case-sensitive" in message
+
+
+def test_a_models_classes_missing_from_the_data_are_named_as_such(tmp_path: Path) -> None:
+    dataset = _dataset()
+    dataset["categories"] += [{"id": 100 + i, "name": f"thing{i}"} for i in range(20)]
+    message = _error(
+        _write(tmp_path, dataset), categories=["circle", "square"], classes_from="the card of m.onnx"
+    )
+    assert "does not label the model's classes 'circle', 'square' (from the card of m.onnx)" in message
+    assert "unknown" not in message and "and 11 more" in message  # 23 names, the first 12 shown
 
 
 def test_category_asked_for_twice(tmp_path: Path) -> None:
@@ -143,6 +160,19 @@ def test_missing_annotation_file(tmp_path: Path) -> None:
     (tmp_path / "val2017").mkdir()
     message = _error(tmp_path)
     assert "instances_val2017.json: annotation file not found" in message
+
+
+def test_a_missing_split_lists_the_splits_there_are(tmp_path: Path) -> None:
+    _write(tmp_path, _dataset(), "train2017")
+    _write(tmp_path, _dataset(), "mini")
+    message = _error(tmp_path)
+    assert "this root has the splits mini, train2017 (--split)" in message
+
+
+def test_a_split_folder_given_as_root_suggests_its_parent(tmp_path: Path) -> None:
+    _write(tmp_path, _dataset())
+    message = _error(tmp_path / "val2017")
+    assert f"is a split's image folder; give its parent {tmp_path} as the root" in message
 
 
 def test_missing_split_folder(tmp_path: Path) -> None:
