@@ -102,6 +102,13 @@ def project_requirements(extras: tuple[str, ...], jetson: Jetson) -> list[Requir
     return [r for r in requirements if r.marker is None or r.marker.evaluate(jetson.markers())]
 
 
+def without_marker(requirement: Requirement) -> str:
+    """name[extras]specifier: the marker was evaluated for the Jetson, pip would evaluate it for this host."""
+    bare = Requirement(str(requirement))
+    bare.marker = None
+    return str(bare)
+
+
 def resolve(requirements: list[Requirement], jetson: Jetson, folder: Path) -> dict:
     """pip's installation report for `requirements` on the Jetson under `numpy<2`; nothing is installed."""
     (folder / "constraints.txt").write_text("numpy<2\n")
@@ -116,19 +123,14 @@ def resolve(requirements: list[Requirement], jetson: Jetson, folder: Path) -> di
         "--disable-pip-version-check",
         "--retries=1",
         "--timeout=30",
-        f"--target={folder / 'target'}",  # pip takes --platform only with --target, written to by no dry run
+        f"--target={folder / 'target'}",  # pip takes --platform only with --target; a dry run writes nothing
         f"--report={folder / 'report.json'}",
         "--only-binary=:all:",
         "--implementation=cp",
         f"--python-version={jetson.python_version}",
         *(f"--platform={p}" for p in jetson.platforms()),
         f"--constraint={folder / 'constraints.txt'}",
-        *sorted(
-            {
-                f"{r.name}{'[' + ','.join(sorted(r.extras)) + ']' if r.extras else ''}{r.specifier}"
-                for r in requirements
-            }
-        ),
+        *sorted({without_marker(r) for r in requirements}),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     if result.returncode != 0:
