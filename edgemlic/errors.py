@@ -17,7 +17,7 @@ class EdgemlicError(Exception):
 
 EXTRAS = {
     "onnxruntime": "onnx",
-    "onnx": "onnx",
+    "onnx": "train",  # writes and rewrites graphs; deployments read them without it (export/onnx_proto)
     "torch": "train",
     "torchvision": "train",
     "matplotlib": "train",

@@ -14,6 +14,7 @@ that applies there must be met by the version pip chose. When no index can be re
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
+
+from edgemlic.errors import EXTRAS
 
 try:
     import tomllib
@@ -83,12 +86,11 @@ JETSONS = [Jetson("JetPack 6", "3.10.12", 35), Jetson("JetPack 7", "3.12.3", 39)
 INSTALLS = [("tensorrt",), ("onnx", "tensorrt")]
 
 
-def project_requirements(extras: tuple[str, ...], jetson: Jetson) -> list[Requirement]:
-    """The base requirements and those of `extras` (following edgemlic[...] inside them) that apply on
-    the Jetson, as pyproject.toml states them."""
+def project_requirements(extras: tuple[str, ...]) -> list[Requirement]:
+    """The base requirements and those of `extras`, following edgemlic[...] inside them, as pyproject.toml
+    states them."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert SpecifierSet(project["requires-python"]).contains(jetson.python)
-    texts, pending, seen = list(project["dependencies"]), list(extras), set()
+    requirements, pending, seen = [Requirement(r) for r in project["dependencies"]], list(extras), set()
     while pending:
         extra = pending.pop()
         if extra not in seen:
@@ -97,9 +99,17 @@ def project_requirements(extras: tuple[str, ...], jetson: Jetson) -> list[Requir
                 if canonicalize_name(requirement.name) == "edgemlic":
                     pending.extend(requirement.extras)
                 else:
-                    texts.append(str(requirement))
-    requirements = [Requirement(t) for t in texts]
-    return [r for r in requirements if r.marker is None or r.marker.evaluate(jetson.markers())]
+                    requirements.append(requirement)
+    return requirements
+
+
+def jetson_requirements(extras: tuple[str, ...], jetson: Jetson) -> list[Requirement]:
+    """The project's requirements that apply on the Jetson."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert SpecifierSet(project["requires-python"]).contains(jetson.python)
+    return [
+        r for r in project_requirements(extras) if r.marker is None or r.marker.evaluate(jetson.markers())
+    ]
 
 
 def without_marker(requirement: Requirement) -> str:
@@ -177,7 +187,7 @@ def walk(report: dict, roots: list[Requirement], jetson: Jetson) -> Resolved:
 @pytest.mark.parametrize("jetson", JETSONS, ids=lambda j: j.jetpack.replace(" ", ""))
 def test_the_jetson_install_resolves_with_numpy_1_and_no_torch(jetson, tmp_path):
     everything = sorted({extra for install in INSTALLS for extra in install})
-    report = resolve(project_requirements(tuple(everything), jetson), jetson, tmp_path)
+    report = resolve(jetson_requirements(tuple(everything), jetson), jetson, tmp_path)
     # What one resolution gives a larger install is a valid resolution of each smaller one.
     for item in report["install"]:
         url = item["download_info"]["url"]
@@ -185,7 +195,7 @@ def test_the_jetson_install_resolves_with_numpy_1_and_no_torch(jetson, tmp_path)
         _, _, _, tags = parse_wheel_filename(url.rsplit("/", 1)[-1])
         assert tags & jetson.tags(), f"{url} does not install on the {jetson.jetpack}"
     for extras in INSTALLS:
-        resolved = walk(report, project_requirements(extras, jetson), jetson)
+        resolved = walk(report, jetson_requirements(extras, jetson), jetson)
         install = f"edgemlic[{','.join(extras)}] on {jetson.jetpack}"
         assert resolved.versions["numpy"].major == 1, install
         assert not NOT_ON_A_JETSON & set(resolved.versions), (
@@ -199,3 +209,13 @@ def test_the_jetson_install_resolves_with_numpy_1_and_no_torch(jetson, tmp_path)
         assert not numpy_2_only, f"{install}: {numpy_2_only}"
         assert "polygraphy" in resolved.versions
         assert ("onnxruntime" in resolved.versions) == ("onnx" in extras)
+
+
+def test_each_optional_module_names_an_extra_that_installs_it():
+    """The one-line error for a missing module names an extra (errors.EXTRAS); that extra must install it,
+    now that onnx comes with `train` only."""
+    distributions = importlib.metadata.packages_distributions()
+    for module, extra in EXTRAS.items():
+        providers = {canonicalize_name(d) for d in distributions.get(module, [module])}
+        installed = {canonicalize_name(r.name) for r in project_requirements((extra,))}
+        assert providers & installed, f"edgemlic[{extra}] does not install {module} ({sorted(providers)})"
