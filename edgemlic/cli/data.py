@@ -54,8 +54,13 @@ def inspect(
     json_path: JsonOut = None,
     chart: Annotated[Path | None, typer.Option(help="Write a PNG bar chart of images per class.")] = None,
 ) -> None:
-    """Show images per class and labels per image of a split."""
-    coco = load_coco_split(coco_root, split, parse_categories(categories), keep_negatives=keep_negatives)
+    """Show images per class and labels per image of a split, as its file lists them; problems that
+    training and evaluation refuse are warnings here (`data check` lists them)."""
+    coco = load_coco_split(
+        coco_root, split, parse_categories(categories), keep_negatives=keep_negatives, strict=False
+    )
+    for problem in coco.problems:
+        typer.echo(f"edgemlic: warning: {problem}", err=True)
     stats = split_stats(coco)
     table = Table(title=f"{split}: {stats['num_images']} images")
     table.add_column("class")

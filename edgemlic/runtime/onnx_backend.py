@@ -61,6 +61,28 @@ def check_io_against_card(
         )
 
 
+def check_one_input_one_output(path: Path, inputs: int, outputs: int) -> None:
+    if inputs != 1 or outputs != 1:
+        raise EdgemlicError(
+            f"{path}: expected one image input and one probability output, found {inputs} and {outputs}; "
+            "export it with `edgemlic export`"
+        )
+
+
+def batch_range(path: Path, input_shape: list | tuple) -> tuple[int, int | None]:
+    """(min, max) images one run takes: (B, B) for a graph whose batch dimension is fixed to B, else
+    (1, None). Read at open, as an engine's profile is, so `infer` can split and pad to fit."""
+    rows = input_shape[0] if input_shape else None
+    if not isinstance(rows, int):
+        return 1, None
+    if rows < 1:
+        raise EdgemlicError(
+            f"{path}: the graph's batch dimension is fixed to {rows}; export it again with a batch of 1 "
+            "or more"
+        )
+    return rows, rows
+
+
 class OnnxBackend(Backend):
     name = "onnxruntime"
 
@@ -92,12 +114,9 @@ class OnnxBackend(Backend):
             raise EdgemlicError(f"{path}: not a loadable ONNX model ({first_line(e, 160)})") from None
         self.card = read_card_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise EdgemlicError(
-                f"{path}: expected one image input and one probability output, found {len(inputs)} and "
-                f"{len(outputs)}; export it with `edgemlic export`"
-            )
+        check_one_input_one_output(path, len(inputs), len(outputs))
         check_io_against_card(path, self.card, inputs[0].shape, outputs[0].shape)
+        self.min_batch, self.max_batch = batch_range(path, inputs[0].shape)
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self._input, self._output = inputs[0].name, outputs[0].name
 
@@ -105,5 +124,5 @@ class OnnxBackend(Backend):
         (probabilities,) = self.session.run([self._output], {self._input: batch})
         return np.asarray(probabilities, dtype=np.float32)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self.session = None

@@ -18,7 +18,13 @@ import numpy as np
 
 from edgemlic.errors import EdgemlicError, first_line, import_optional
 from edgemlic.runtime.backend import Backend, parse_device
-from edgemlic.runtime.onnx_backend import CARD_METADATA_KEY, check_io_against_card, read_card_metadata
+from edgemlic.runtime.onnx_backend import (
+    CARD_METADATA_KEY,
+    batch_range,
+    check_io_against_card,
+    check_one_input_one_output,
+    read_card_metadata,
+)
 from edgemlic.runtime.pool import Pool
 
 HINTS = ("latency", "throughput")
@@ -46,8 +52,10 @@ class OpenVinoBackend(Backend):
                 f"{path}: OpenVINO cannot read this ONNX model ({first_line(e, 160)})"
             ) from None
         self.card = read_card_metadata(_metadata(model), path)
+        check_one_input_one_output(path, len(model.inputs), len(model.outputs))
         (inp,), (out,) = model.inputs, model.outputs
         check_io_against_card(path, self.card, _dims(inp), _dims(out))
+        self.min_batch, self.max_batch = batch_range(path, _dims(inp))
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": hint.upper(),
             "INFERENCE_PRECISION_HINT": "f32",
@@ -63,7 +71,9 @@ class OpenVinoBackend(Backend):
         self._pool: Pool[Any] = Pool(self._compiled.create_infer_request, self.streams)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        wanted = min(self.streams, len(batch)) if self.hint == "throughput" else 1
+        # A graph with a fixed batch takes its batch whole: `infer` hands it one run's worth at a time.
+        split = self.hint == "throughput" and self.max_batch is None
+        wanted = min(self.streams, len(batch)) if split else 1
         with self._pool.lease_many(wanted) as requests:
             parts = np.array_split(batch, len(requests))
             for request, part in zip(requests, parts, strict=True):
@@ -73,7 +83,7 @@ class OpenVinoBackend(Backend):
             # copies: each request's output buffer is reused by its next inference
             return np.concatenate([np.array(r.get_output_tensor(0).data, dtype=np.float32) for r in requests])
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._pool.drain()
         self._compiled = None
 

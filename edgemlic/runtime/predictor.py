@@ -46,7 +46,8 @@ class Predictor:
         """Probabilities, N x classes, in the card's class order."""
         checks.at_least("batch_size", batch_size, 1)
         batches = iter_preprocessed(images, self.card.preprocessing, batch_size)
-        return np.concatenate([self.backend.infer(b) for b in batches])
+        scores = [self.backend.infer(b) for b in batches]
+        return np.concatenate(scores) if scores else np.empty((0, self.card.num_classes), np.float32)
 
     def predict(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[Prediction]:
         scores = self.scores(images, batch_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from edgemlic.data.coco import load_coco_split
 from edgemlic.data.stats import check_split, split_stats
 from edgemlic.data.synth import generate_shapes_dataset
+from edgemlic.errors import EdgemlicError
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -54,6 +56,29 @@ def test_inspect_coco_mini_names_with_spaces(coco_mini: Path, cli) -> None:
     code, out, _ = cli([*argv, "--categories", "potted plant,couch"])
     assert code == 0
     assert "potted plant" in out and "couch" in out and "dog" not in out
+
+
+def test_inspect_shows_a_split_that_lists_a_file_twice_with_a_warning(
+    synth_root: Path, tmp_path: Path, cli
+) -> None:
+    """`data check` is the command that reports problems; inspect shows the data and warns. Training and
+    evaluation (load_coco_split as they call it) keep refusing."""
+    root = tmp_path / "copy"
+    shutil.copytree(synth_root, root)
+    path = root / "annotations" / "instances_val2017.json"
+    data = json.loads(path.read_text())
+    data["images"][1]["file_name"] = data["images"][0]["file_name"]
+    path.write_text(json.dumps(data))
+
+    code, out, err = cli(["data", "inspect", "--coco-root", str(root), "--split", "val2017"])
+    shown = split_stats(load_coco_split(root, "val2017", strict=False))
+    assert code == 0 and f"val2017: {shown['num_images']} images" in out
+    assert err.count("\n") == 1 and err.startswith("edgemlic: warning: ")
+    assert "listed by more than one image record" in err
+    code, out, _ = cli(["data", "check", "--coco-root", str(root), "--split", "val2017"])
+    assert code == 1 and "file names listed more than once" in out
+    with pytest.raises(EdgemlicError, match="listed by more than one image record"):
+        load_coco_split(root, "val2017")
 
 
 def test_check_clean_split(synth_root: Path, tmp_path: Path, cli) -> None:

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -65,6 +66,56 @@ def test_backend_contract(backend, val_images):
     for bad in (batch[:0], batch[:, :, :-1], batch[0]):
         with pytest.raises(EdgemlicError, match="shape"):
             backend.infer(bad)
+    backend.close()
+    with pytest.raises(EdgemlicError, match=f"this {backend.name} backend is closed"):
+        backend.infer(batch)
+    backend.close()  # twice is harmless (the fixture closes it again)
+
+
+def _edited_graph(source, path, edit):
+    """A copy of an exported graph, card kept, after `edit(model)`."""
+    model = onnx.load(str(source))
+    edit(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _fix_batch(rows: int):
+    def edit(model):
+        for value in (model.graph.input[0], model.graph.output[0]):
+            value.type.tensor_type.shape.dim[0].dim_value = rows
+        del model.graph.value_info[:]  # shapes inferred for any batch; ONNX Runtime infers them again
+
+    return edit
+
+
+def _add_logits_output(model):
+    (last,) = [node for node in model.graph.node if model.graph.output[0].name in node.output]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(last.input[0], onnx.TensorProto.FLOAT, None))
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_a_graph_with_a_fixed_batch_runs_any_batch(kind, exported, val_images, tmp_path):
+    fixed = _edited_graph(exported["fp32"], tmp_path / "fixed.onnx", _fix_batch(2))
+    options = parse_onnx_variant(kind)
+    with load_backend(fixed, "cpu", **options) as b, load_backend(exported["fp32"], "cpu", **options) as free:
+        assert (b.min_batch, b.max_batch) == (2, 2) and (free.min_batch, free.max_batch) == (1, None)
+        batch = np.stack([preprocess(p, b.card.preprocessing) for p in val_images[:5]])
+        for rows in (1, 2, 5):  # padded up, exact, split into 2 + 2 + 1 padded
+            np.testing.assert_allclose(b.infer(batch[:rows]), free.infer(batch[:rows]), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_a_graph_with_two_outputs_is_refused_at_open(kind, exported, tmp_path):
+    two = _edited_graph(exported["fp32"], tmp_path / "two.onnx", _add_logits_output)
+    with pytest.raises(EdgemlicError, match="one image input and one probability output, found 1 and 2"):
+        load_backend(two, "cpu", **parse_onnx_variant(kind))
+
+
+def test_no_images_give_no_predictions(exported):
+    with Predictor(exported["fp32"], device="cpu") as predictor:
+        assert predictor.predict([]) == []
+        assert predictor.scores([]).shape == (0, predictor.card.num_classes)
 
 
 def test_predictor_matches_a_direct_forward_pass(tiny_checkpoint, val_images):
