@@ -16,6 +16,7 @@ import io
 import json
 import math
 import tempfile
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
@@ -62,6 +63,15 @@ figcaption { font-size: 12px; margin-top: 4px; word-break: break-word; }
 """
 
 
+@dataclass(frozen=True)
+class Report:
+    """Where the page went, which checkpoint it shows, and what the user should know about that choice."""
+
+    path: Path
+    checkpoint: Path
+    notes: tuple[str, ...]
+
+
 def build_report(
     run_dir: str | Path,
     coco_root: str | Path | None = None,
@@ -71,12 +81,12 @@ def build_report(
     max_images: int = 24,
     batch_size: int = 32,
     device: str = "auto",
-) -> Path:
-    """Evaluate the run's checkpoint (default best.pt) and write the report (default RUN_DIR/report.html).
+) -> Report:
+    """Evaluate the run's checkpoint and write the report (default RUN_DIR/report.html).
 
+    The checkpoint defaults to best.tuned.pt when `thresholds tune` wrote one after best.pt, else best.pt.
     The dataset root and split default to those in the run's config.json.
     """
-    from edgemlic.artifacts import checkpoint_file
     from edgemlic.data.stats import split_stats
     from edgemlic.evaluate import evaluate_artifact
     from edgemlic.plots import save_evaluation_plots, save_training_curves
@@ -84,12 +94,9 @@ def build_report(
     run_dir = Path(run_dir)
     history = read_history(run_dir)
     config = _read_config(run_dir)
-    if coco_root is None:
-        if "coco_root" not in config:
-            raise EdgemlicError(f"{run_dir}: no config.json names the dataset; pass --coco-root")
-        coco_root = config["coco_root"]
+    coco_root = Path(coco_root) if coco_root is not None else dataset_root(run_dir, config)
     split = split or config.get("val_split", "val2017")
-    checkpoint = checkpoint_file(checkpoint if checkpoint is not None else run_dir)
+    checkpoint, notes = _report_checkpoint(run_dir, checkpoint)
     evaluation = evaluate_artifact(checkpoint, coco_root, split, batch_size=batch_size, device=device)
     card, data = evaluation.card, evaluation.data
     stats = split_stats(data)
@@ -103,12 +110,12 @@ def build_report(
     report = evaluation.report
     thresholds = card.thresholds()
     sections = [
-        ("training", "Training", _training_section(history, figures["curves"])),
+        ("training", "Training", _training_section(history, figures["curves"], config.get("select_by"))),
         ("data", "Data", _data_section(stats, card.training_data)),
         ("metrics", "Metrics", _metrics_section(report, thresholds)),
         ("sweep", "Threshold sweep", _sweep_section(report["sweep"], figures["threshold_sweep"])),
         ("confusion", "Confusion and precision-recall", _confusion_section(figures)),
-        ("thresholds", "Per-class thresholds", _thresholds_section(card)),
+        ("thresholds", "Per-class thresholds", _thresholds_section(card, notes)),
         (
             "images",
             "Validation images, worst first",
@@ -132,7 +139,55 @@ def build_report(
     )
     target = Path(out) if out is not None else run_dir / "report.html"
     write_text(target, page)
-    return target
+    return Report(target, checkpoint, notes)
+
+
+def dataset_root(run_dir: Path, config: dict) -> Path:
+    """The dataset root the run's config.json names, wherever the report is made from.
+
+    New runs store it absolute. Older ones stored it as given, relative to the folder training ran in,
+    which is usually the run folder's parent or one above it (the demo: `demo/data` beside
+    `demo/run-...`), so a relative root is looked for from the current folder and then from each folder
+    above the run.
+    """
+    config_file = run_dir / "config.json"
+    if "coco_root" not in config:
+        raise EdgemlicError(f"{run_dir}: no config.json names the dataset; pass --coco-root")
+    named = Path(config["coco_root"])
+    if named.is_absolute():
+        candidates, where = [named], ""
+    else:
+        candidates = [named, *(folder / named for folder in run_dir.resolve().parents)]
+        where = " from the current folder or any folder above the run"
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise EdgemlicError(
+        f"{config_file} names the dataset root {named}, which is not there{where}; "
+        "pass --coco-root ROOT to report on the data where it is now"
+    )
+
+
+def _report_checkpoint(run_dir: Path, given: str | Path | None) -> tuple[Path, tuple[str, ...]]:
+    """The checkpoint to report on and, when a tuned one is beside best.pt, what was done with it."""
+    from edgemlic.artifacts import checkpoint_file
+
+    if given is not None:
+        return checkpoint_file(given), ()
+    best = checkpoint_file(run_dir)
+    tuned = best.with_name(f"{best.stem}.tuned.pt")  # `thresholds tune`'s default name
+    if not tuned.is_file():
+        return best, ()
+    if tuned.stat().st_mtime < best.stat().st_mtime:
+        return best, (
+            f"{tuned.name} is older than {best.name} (tuned for an earlier best), so {best.name} is shown; "
+            f"run `edgemlic thresholds tune {run_dir}` again to tune the current one",
+        )
+    return tuned, (
+        f"{tuned.name} (the per-class thresholds `edgemlic thresholds tune` wrote beside {best.name}) "
+        "is shown; "
+        f"pass --checkpoint {best} for the global threshold",
+    )
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -189,23 +244,39 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _training_section(history: list[dict], curves: str) -> str:
-    best = min(history, key=lambda row: row["val_loss"] if not math.isnan(row["val_loss"]) else math.inf)
+def _training_section(history: list[dict], curves: str, select_by: str | None) -> str:
+    """The best validation by the measure that chose best.pt (before `--select-by`, runs used the loss)."""
+    by_loss = select_by in (None, "loss")
+    measure, worst = ("val_loss", math.inf) if by_loss else ("val_micro_f1", -math.inf)
+
+    def rank(row: dict) -> float:
+        value = row.get(measure, math.nan)
+        return worst if math.isnan(value) else (-value if by_loss else value)
+
+    best = max(history, key=rank)
     last = history[-1]
     keys = [
         k
         for k in ("step", "epoch", "train_loss", "val_loss", "val_micro_f1", "val_jaccard", "val_mAP")
         if k in last
     ]
+    label = "lowest val loss" if by_loss else "highest val micro-F1"
     rows = [
-        [name] + [int(row[k]) if k == "step" else row[k] for k in keys]
-        for name, row in (("lowest val loss", best), ("last", last))
+        [name] + [_count(row[k]) if k in ("step", "epoch") else row[k] for k in keys]
+        for name, row in ((label, best), ("last", last))
     ]
     return (
         _img(curves, "training curves")
         + _table(["validation"] + keys, rows)
         + f'<p class="note">{len(history)} validations, from metrics.csv.</p>'
     )
+
+
+def _count(value: float) -> int | str:
+    """A step or an epoch as people write it: 19, not 19.0000 (an epoch part-way through keeps 2 places)."""
+    if math.isnan(value) or not value.is_integer():
+        return "–" if math.isnan(value) else f"{value:.2f}"
+    return int(value)
 
 
 def _data_section(stats: dict, training_data: dict) -> str:
@@ -256,15 +327,22 @@ def _confusion_section(figures: dict[str, str]) -> str:
     )
 
 
-def _thresholds_section(card) -> str:
+def _thresholds_section(card, notes: tuple[str, ...] = ()) -> str:
+    remarks = "".join(f'<p class="note">{escape(note)}.</p>' for note in notes)
     if card.class_thresholds is None:
-        return (
+        return remarks + (
             f"<p>Every class uses the global threshold {card.threshold:g}. "
             "<code>edgemlic thresholds tune</code> writes a checkpoint with per-class ones.</p>"
         )
     rows = [[name, float(t)] for name, t in zip(card.classes, card.class_thresholds, strict=True)]
     how = card.provenance.get("class_thresholds", "")
-    return _table(["class", "threshold"], rows) + (f'<p class="note">Tuned: {escape(how)}</p>' if how else "")
+    tuned = (
+        f'<p class="note">Tuned: {escape(how)}. Metrics measured on the images the thresholds were tuned on '
+        "are optimistic.</p>"
+        if how
+        else ""
+    )
+    return remarks + _table(["class", "threshold"], rows) + tuned
 
 
 def _images_section(samples, evaluation, thresholds: np.ndarray, max_images: int) -> str:
