@@ -31,6 +31,15 @@ class Budget:
     max_abs_diff: float | None = None
     """Largest absolute probability difference over every image and class."""
 
+    def __post_init__(self) -> None:
+        """Every limit is a fraction (of decisions, of F1 or Jaccard, of a probability), checked here so
+        that parity, export and the Python API refuse the same numbers with the same line."""
+        from edgemlic import checks
+
+        for name, value in self.to_dict().items():
+            if value is not None:
+                checks.fraction(name, value)
+
     def to_dict(self) -> dict[str, float | None]:
         return dataclasses.asdict(self)
 

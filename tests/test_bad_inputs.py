@@ -343,3 +343,95 @@ def test_parity_refuses_an_artifact_of_another_model(cli, tiny_checkpoint, expor
     other = _from_another_checkpoint(exported["int8"], tmp_path / "other.int8.onnx")
     args = ["parity", tiny_checkpoint, exported["int8"], other, "--coco-root", synth_root]
     fails_in_one_line(cli, args, "not from the reference", tmp_path)
+
+
+# ---- 7. every number checked where it enters, every option used or refused (issue 20) -------------------
+
+
+def test_budgets_are_fractions(cli, tiny_checkpoint, exported, synth_root, tmp_path):
+    """A limit above 1 was typed as a percentage; negative or NaN limits would pass or fail everything."""
+    from edgemlic.compare import Budget
+    from edgemlic.parity import budgets_with_overrides
+
+    parity = ["parity", exported["fp32"], exported["fp16"], "--coco-root", synth_root, "--split", "val2017"]
+    int8 = ["export", tiny_checkpoint, "--out", tmp_path / "out", "--precision", "int8",
+            "--calib-data", synth_root, "--max-float-layers", "1"]  # fmt: skip
+    cases = [
+        ([*parity, "--max-flip-rate", "1.5"], "--max-flip-rate 1.5: must be a fraction from 0 to 1; did you "
+                                              "mean 0.015?"),
+        ([*parity, "--max-delta-f1", "-0.01"], "--max-delta-f1 -0.01: must be a fraction from 0 to 1"),
+        ([*parity, "--max-delta-jaccard", "nan"], "--max-delta-jaccard nan: must be a fraction"),
+        ([*parity, "--max-abs-diff", "inf"], "--max-abs-diff inf: must be a fraction"),
+        ([*int8, "--max-flip-rate", "2"], "--max-flip-rate 2.0: must be a fraction from 0 to 1; did you "
+                                          "mean 0.02?"),
+        ([*int8, "--max-abs-diff", "-1"], "--max-abs-diff -1.0: must be a fraction"),
+    ]  # fmt: skip
+    for args, message in cases:
+        fails_in_one_line(cli, args, message, tmp_path)
+    with pytest.raises(EdgemlicError, match="--max-delta-f1 1.5: must be a fraction"):
+        budgets_with_overrides(max_delta_f1=1.5)
+    with pytest.raises(EdgemlicError, match="--max-flip-rate nan: must be a fraction"):
+        Budget(max_flip_rate=math.nan)
+
+
+def test_run_lengths_threads_and_seeds_are_bounded(
+    cli, tiny_checkpoint, exported, synth_root, val_images, tmp_path
+):
+    from edgemlic.bench import run_bench
+    from edgemlic.checks import THREADS_PER_CORE
+    from edgemlic.runtime import load_backend
+
+    limit = THREADS_PER_CORE * os.cpu_count()
+    bench = ["bench", exported["fp32"], "--batch-sizes", "1"]
+    cases = [
+        ([*bench, "--seconds", "nan"], "--seconds nan: must be a number greater than 0"),
+        ([*bench, "--seconds", "inf"], "--seconds inf: must be a number greater than 0"),
+        ([*bench, "--threads", "100000"], f"--threads 100000: must be 1 to {limit} ({THREADS_PER_CORE} x"),
+        ([*bench, "--threads", "0"], f"--threads 0: must be 1 to {limit}"),
+        (["export", tiny_checkpoint, "--out", tmp_path / "out", "--precision", "int8", "--calib-data",
+          synth_root, "--seed", "-1"], "--seed -1: must be at least 0"),
+    ]  # fmt: skip
+    for args, message in cases:
+        fails_in_one_line(cli, args, message, tmp_path)
+    with pytest.raises(EdgemlicError, match="--seconds inf"):
+        run_bench([exported["fp32"]], (1,), seconds=math.inf, images=val_images)
+    with pytest.raises(EdgemlicError, match=f"--threads {limit + 1}: must be 1 to {limit}"):
+        load_backend(exported["fp32"], "cpu", threads=limit + 1)
+
+
+def test_an_empty_list_is_refused_by_every_command(cli, exported, synth_root, tmp_path):
+    """`parity --backends ","` used to run ONNX Runtime alone and say "pass"."""
+    from edgemlic.parity import run_parity
+
+    parity = ["parity", exported["fp32"], exported["fp16"], "--coco-root", synth_root, "--split", "val2017"]
+    bench = ["bench", exported["fp32"], "--iters", "1"]
+    for text in ("", ",", " , "):
+        fails_in_one_line(cli, [*parity, "--backends", text], f"--backends {text!r}: give at least one")
+        fails_in_one_line(cli, [*bench, "--backends", text], f"--backends {text!r}: give at least one")
+        fails_in_one_line(cli, [*bench, "--batch-sizes", text], f"--batch-sizes {text!r}: give at least one")
+    with pytest.raises(EdgemlicError, match="parity: give at least one .onnx backend"):
+        run_parity(exported["fp32"], [exported["fp16"]], synth_root, "val2017", onnx_variants=[])
+
+
+def test_options_that_would_do_nothing_are_refused(cli, tiny_checkpoint, synth_root, tmp_path):
+    from edgemlic.export import export_model
+
+    out = tmp_path / "out"
+    plain = ["export", tiny_checkpoint, "--out", out]
+    int8 = [*plain, "--precision", "int8", "--calib-data", synth_root]
+    cases = [
+        ([*plain, "--precision", "fp16", "--calib-images", "16"], "--calib-images applies to INT8 export"),
+        ([*plain, "--target", "cpu"], "--target applies to INT8 export only"),
+        ([*plain, "--calib-data", synth_root], "--calib-data applies to INT8 export only"),
+        ([*plain, "--precision", "fp16", "--max-float-layers", "2"], "--max-float-layers applies to INT8"),
+        ([*plain, "--max-flip-rate", "0.01"], "--max-flip-rate, --max-abs-diff) applies to INT8 export only"),
+        ([*int8, "--max-abs-diff", "0.1"], "--max-abs-diff) applies to the search for float layers only"),
+        ([*int8, "--holdout-split", "nope"], "--holdout-split applies to the search for float layers only"),
+    ]  # fmt: skip
+    for args, message in cases:
+        fails_in_one_line(cli, args, message, tmp_path)
+    assert not out.exists()  # refused before anything was made
+    with pytest.raises(EdgemlicError, match="--seed applies to INT8 export only"):
+        export_model(tiny_checkpoint, out, "fp32", seed=3)
+    with pytest.raises(EdgemlicError, match="--holdout-split applies to the search for float layers"):
+        export_model(tiny_checkpoint, out, "int8", calibration_data=synth_root, held_out_split="val2017")

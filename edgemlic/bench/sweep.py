@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edgemlic import checks
 from edgemlic.artifacts import artifact_kind, checkpoint_file
 from edgemlic.bench.environment import describe_environment
 from edgemlic.bench.peak import macs_or_none, peak_for
@@ -175,10 +176,13 @@ def run_bench(
         raise EdgemlicError(f"batch sizes must be whole numbers >= 1, got {list(batch_sizes)}")
     if iters is not None and seconds is not None:
         raise EdgemlicError("give --iters or --seconds, not both")
-    if (iters is not None and iters < 1) or (seconds is not None and seconds <= 0) or warmup < 0:
-        raise EdgemlicError("--iters must be >= 1, --seconds > 0 and --warmup >= 0")
-    if threads is not None and threads < 1:
-        raise EdgemlicError(f"--threads {threads} must be at least 1")
+    if iters is not None:
+        checks.at_least("iters", iters, 1)
+    if seconds is not None:
+        checks.positive("seconds", seconds)  # NaN would time nothing, infinity never end
+    checks.at_least("warmup", warmup, 0)
+    if threads is not None:
+        checks.thread_count("threads", threads)
     targets = _targets(artifacts, torch_variants, onnx_variants)
     seconds = DEFAULT_SECONDS if iters is None and seconds is None else seconds
 

@@ -91,3 +91,14 @@ def onnx_backend(text: str | None) -> dict:
 def comma_separated(text: str) -> list[str]:
     """An option's comma-separated list, blanks and empty entries dropped."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def comma_list(option: str, text: str, example: str) -> list[str]:
+    """`comma_separated` for an option that needs at least one entry: an empty list is one line, as in
+    every command, rather than a silent default."""
+    from edgemlic.errors import EdgemlicError
+
+    parts = comma_separated(text)
+    if not parts:
+        raise EdgemlicError(f"{option} {text!r}: give at least one, e.g. {example}")
+    return parts

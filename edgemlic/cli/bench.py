@@ -8,21 +8,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgemlic.cli.app import app, check_outputs, comma_separated, console
+from edgemlic.cli.app import app, check_outputs, comma_list, console
 
 
 def _batch_sizes(text: str) -> list[int]:
     from edgemlic.errors import EdgemlicError
 
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in comma_list("--batch-sizes", text, "1,8,32")]
     except ValueError:
         raise EdgemlicError(
             f"--batch-sizes {text!r}: give whole numbers separated by commas, e.g. 1,8,32"
         ) from None
-    if not sizes:
-        raise EdgemlicError("--batch-sizes is empty; give e.g. 1,8,32")
-    return sizes
 
 
 def _f(value: float | None, spec: str) -> str:
@@ -149,8 +146,8 @@ def bench(
         seconds=seconds,
         threads=threads,
         device=device,
-        torch_variants=comma_separated(torch_variants),
-        onnx_variants=comma_separated(backends),
+        torch_variants=comma_list("--torch-variants", torch_variants, "eager"),
+        onnx_variants=comma_list("--backends", backends, "onnxruntime"),
         coco_root=coco_root,
         split=split,
         peak=peak,

@@ -63,6 +63,7 @@ def export(
     from edgemlic.io import write_json
 
     check_outputs(json_path)
+    limits = (max_delta_f1, max_flip_rate, max_abs_diff)
     result = export_model(
         checkpoint,
         out,
@@ -76,7 +77,7 @@ def export(
         cache_dir=calib_cache,
         seed=seed,
         max_float_layers=max_float_layers,
-        budget=int8_budget(max_delta_f1, max_flip_rate, max_abs_diff),
+        budget=None if limits == (None, None, None) else int8_budget(*limits),
         held_out_split=holdout_split,
     )
     console.print(format_report(result.report), soft_wrap=True, markup=False)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from edgemlic.cli.app import app, check_outputs, comma_separated, console
+from edgemlic.cli.app import app, check_outputs, comma_list, console
 
 
 def _f(value: float | None, digits: int = 4) -> str:
@@ -95,7 +95,7 @@ def parity(
         max_flip_rate=max_flip_rate,
         max_abs_diff=max_abs_diff,
     )
-    variants = comma_separated(backends)
+    variants = comma_list("--backends", backends, "onnxruntime")
     report = run_parity(
         reference, artifacts, coco_root, split, budgets, threshold, device, batch_size, variants
     )

@@ -84,10 +84,21 @@ def export_model(
     started = time.perf_counter()
     if precision not in PRECISIONS:
         raise EdgemlicError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision == "int8":
-        _check_int8_arguments(
-            calibration_data, calibration_images, calibration_method, int8_target, max_float_layers
-        )
+    _check_int8_arguments(
+        precision,
+        calibration_data=calibration_data,
+        calibration_split=calibration_split,
+        calibration_count=calibration_count,
+        calibration_method=calibration_method,
+        calibration_images=calibration_images,
+        calibration_manifest=calibration_manifest,
+        int8_target=int8_target,
+        cache_dir=cache_dir,
+        seed=seed,
+        max_float_layers=max_float_layers,
+        budget=budget,
+        held_out_split=held_out_split,
+    )
     out_dir = Path(out_dir)
     path = out_dir / artifact_name(precision, int8_target)
     payload = load_checkpoint(checkpoint)
@@ -295,25 +306,57 @@ def _mixed_precision(
     return _Mixed(write_graph(choice.model, path), choice.to_dict())
 
 
-def _check_int8_arguments(
-    calibration_data: str | Path | None,
-    calibration_images: Sequence[str | Path] | None,
-    method: str,
-    target: str,
-    max_float_layers: int,
-) -> None:
+_INT8_OPTIONS = {
+    "calibration_data": "--calib-data",
+    "calibration_split": "--calib-split",
+    "calibration_count": "--calib-images",
+    "calibration_method": "--calib-method",
+    "calibration_images": "calibration_images",
+    "calibration_manifest": "--calib-manifest",
+    "int8_target": "--target",
+    "cache_dir": "--calib-cache",
+    "seed": "--seed",
+    "max_float_layers": "--max-float-layers",
+    "budget": "the budget (--max-delta-f1, --max-flip-rate, --max-abs-diff)",
+    "held_out_split": "--holdout-split",
+}
+"""export_model's INT8-only arguments and the command-line options that set them."""
+
+
+def _check_int8_arguments(precision: str, **given: Any) -> None:
+    """Every INT8 argument is checked, and one that would do nothing is refused, naming it: a user who
+    set an option expects it to act. `given` holds every argument of _INT8_OPTIONS; one is set when it
+    differs from export_model's default."""
+    import inspect
+
     from edgemlic import checks
     from edgemlic.export.int8 import check_int8_options
 
-    if (calibration_data is None) == (calibration_images is None):
+    defaults = inspect.signature(export_model).parameters
+    changed = [name for name in _INT8_OPTIONS if given[name] != defaults[name].default]
+    if precision != "int8":
+        if changed:
+            raise EdgemlicError(
+                f"{_INT8_OPTIONS[changed[0]]} applies to INT8 export only; drop it, or export with "
+                "--precision int8"
+            )
+        return
+    if (given["calibration_data"] is None) == (given["calibration_images"] is None):
         raise EdgemlicError(
             "INT8 export needs calibration images: pass --calib-data COCO_ROOT (or, from Python, either "
             "calibration_data or calibration_images, not both)"
         )
-    check_int8_options(method, target)
-    checks.at_least("max_float_layers", max_float_layers, 0)
-    if max_float_layers and calibration_images is not None:
+    check_int8_options(given["calibration_method"], given["int8_target"])
+    checks.at_least("seed", given["seed"], 0)
+    checks.at_least("max_float_layers", given["max_float_layers"], 0)
+    if given["max_float_layers"] and given["calibration_images"] is not None:
         raise EdgemlicError(
             "choosing float layers needs labelled held-out images: calibrate with --calib-data COCO_ROOT "
             "(calibration_data), not an image list"
+        )
+    search_only = [name for name in ("budget", "held_out_split") if name in changed]
+    if search_only and not given["max_float_layers"]:
+        raise EdgemlicError(
+            f"{_INT8_OPTIONS[search_only[0]]} applies to the search for float layers only; add "
+            "--max-float-layers N, or drop it"
         )

@@ -47,19 +47,14 @@ def int8_budget(
     max_delta_f1: float | None = None, max_flip_rate: float | None = None, max_abs_diff: float | None = None
 ) -> Budget:
     """The budget mixed INT8 must meet: the limits given, parity's INT8 limits for F1 and flips otherwise."""
-    from edgemlic import checks
     from edgemlic.compare import BUDGETS
 
     parity = BUDGETS["parity"]["int8"]
-    limits = {
-        "max_delta_f1": parity.max_delta_f1 if max_delta_f1 is None else max_delta_f1,
-        "max_flip_rate": parity.max_flip_rate if max_flip_rate is None else max_flip_rate,
-        "max_abs_diff": max_abs_diff,
-    }
-    for name, value in limits.items():
-        if value is not None:
-            checks.at_least(name, value, 0)
-    return Budget(**limits)
+    return Budget(
+        max_delta_f1=parity.max_delta_f1 if max_delta_f1 is None else max_delta_f1,
+        max_flip_rate=parity.max_flip_rate if max_flip_rate is None else max_flip_rate,
+        max_abs_diff=max_abs_diff,
+    )
 
 
 @dataclass(frozen=True)

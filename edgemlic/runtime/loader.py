@@ -10,6 +10,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from edgemlic import checks
 from edgemlic.artifacts import artifact_kind
 from edgemlic.errors import EdgemlicError, import_optional
 from edgemlic.runtime.backend import Backend
@@ -95,8 +96,8 @@ def load_backend(
     """
     path = Path(artifact)
     kind = artifact_kind(path)
-    if threads is not None and threads < 1:
-        raise EdgemlicError(f"threads {threads} must be at least 1")
+    if threads is not None:
+        checks.thread_count("threads", threads)
     if torch_options and kind != "checkpoint":
         raise EdgemlicError(f"{path}: PyTorch options apply to checkpoints only, not to an {kind} artifact")
     if backend is not None:
