@@ -19,7 +19,14 @@ from edgemlic import checks
 from edgemlic.errors import EdgemlicError
 from edgemlic.io import write_text
 
-CARD_FORMAT_VERSION = 1
+CARD_FORMAT_VERSION = 2
+"""The newest card format this edgemlic reads. A card is written in the oldest format that can hold
+it: 1 for float32 NCHW input (every edgemlic reads it, and the new input fields are left out), 2 for
+a model that takes uint8 NHWC frames. An edgemlic from before uint8 input then refuses such a card as
+"newer than this edgemlic understands" instead of feeding the graph normalized floats."""
+INPUT_FORMATS = {"float32": "NCHW", "uint8": "NHWC"}
+"""Input dtype -> its layout: normalized float32 N x 3 x S x S, or the crop's own bytes N x S x S x 3
+with the normalization inside the graph (`edgemlic export --input uint8`)."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -27,13 +34,17 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Evaluation preprocessing: shorter side to `resize_size`, centre crop `input_size`, normalize."""
+    """Evaluation preprocessing: shorter side to `resize_size`, centre crop `input_size`, then the
+    input the model takes: normalized float32 CHW, or for a uint8 model the crop's bytes as they are
+    (HWC), its graph normalizing them with `mean` and `std`."""
 
     input_size: int = 224
     resize_size: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
+    input_dtype: str = "float32"
+    input_layout: str = "NCHW"
 
     def __post_init__(self) -> None:
         if not 0 < self.input_size <= self.resize_size:
@@ -47,6 +58,17 @@ class Preprocessing:
             )
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise EdgemlicError("preprocessing: mean and std need three values each, std positive")
+        if INPUT_FORMATS.get(self.input_dtype) != self.input_layout:
+            formats = " or ".join(f"{dtype} {layout}" for dtype, layout in INPUT_FORMATS.items())
+            raise EdgemlicError(
+                f"preprocessing: input {self.input_dtype} {self.input_layout} is not supported; "
+                f"the model input is {formats}"
+            )
+
+    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """The model input's shape for `batch` images: N x 3 x S x S, or N x S x S x 3 (NHWC)."""
+        size = self.input_size
+        return (batch, 3, size, size) if self.input_layout == "NCHW" else (batch, size, size, 3)
 
 
 @dataclass(frozen=True)
@@ -61,7 +83,6 @@ class ModelCard:
     precision: str = "fp32"
     training_data: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, str] = field(default_factory=dict)
-    format_version: int = CARD_FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -86,6 +107,11 @@ class ModelCard:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def format_version(self) -> int:
+        """The oldest card format that holds this card (see CARD_FORMAT_VERSION)."""
+        return 1 if self.preprocessing.input_dtype == "float32" else 2
+
     def thresholds(self, override: float | None = None) -> np.ndarray:
         """Per-class decision thresholds; a global `override` (checked here, for all) replaces them."""
         if override is not None:
@@ -99,7 +125,11 @@ class ModelCard:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.format_version == 1:  # exactly what format-1 readers know: no input fields
+            for name in ("input_dtype", "input_layout"):
+                del data["preprocessing"][name]
+        return data | {"format_version": self.format_version}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -117,12 +147,13 @@ class ModelCard:
                 f"{source}: model card format {version} is newer than this edgemlic understands "
                 f"({CARD_FORMAT_VERSION}); upgrade edgemlic"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} | {"format_version"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise EdgemlicError(f"{source}: unknown model card fields {unknown}")
         try:
             fields = dict(data)
+            del fields["format_version"]
             pre = fields.pop("preprocessing", {})
             if not isinstance(pre, dict):
                 raise TypeError("preprocessing must be an object")

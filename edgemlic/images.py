@@ -129,7 +129,9 @@ def resize_crop_geometry(width: int, height: int, pre: Preprocessing) -> tuple[i
 
 
 def preprocess(image: ImageSource, pre: Preprocessing) -> np.ndarray:
-    """Resize the shorter side, centre-crop and normalize: a 3xSxS float32 array (CHW)."""
+    """Resize the shorter side and centre-crop, then make the input the card asks for: normalized
+    3xSxS float32 (CHW), or for a uint8 model the crop's SxSx3 bytes as they are (its graph normalizes
+    them with the same formula)."""
     img = as_rgb_image(image)
     new_w, new_h, left, top = resize_crop_geometry(*img.size, pre)
     if new_w * new_h > MAX_PIXELS:
@@ -141,24 +143,37 @@ def preprocess(image: ImageSource, pre: Preprocessing) -> np.ndarray:
     size = pre.input_size
     resized = np.asarray(img.resize((new_w, new_h), _RESAMPLE[pre.interpolation]))
     crop = resized[top : top + size, left : left + size]
-    # Normalizing is a function of the byte value alone: look each channel up in its 256-entry table
-    # (the same float32 arithmetic, done once per value) and write it straight into CHW order.
+    if pre.input_dtype == "uint8":
+        return np.ascontiguousarray(crop)  # a view would keep the whole resized image alive
+    return normalize(crop, pre)
+
+
+def normalize(pixels: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """uint8 RGB pixels, HxWx3 or NxHxWx3, as the float32 CHW (NCHW) input of a float model.
+
+    Normalizing is a function of the byte value alone: each channel is looked up in its 256-entry
+    table (the float32 arithmetic (value / 255 - mean) / std, done once per value) and written
+    straight into channel-first order.
+    """
     table = _normalization_table(pre.mean, pre.std)
-    out = np.empty((3, size, size), dtype=np.float32)
+    out = np.empty((*pixels.shape[:-3], 3, *pixels.shape[-3:-1]), dtype=np.float32)
     for channel in range(3):
-        np.take(table[channel], crop[:, :, channel], out=out[channel])
+        np.take(table[channel], pixels[..., channel], out=out[..., channel, :, :])
     return out
 
 
 @functools.lru_cache(maxsize=8)
 def _normalization_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """(value / 255 - mean) / std for every byte value, per channel, in float32 as the formula gives it."""
+    """(value / 255 - mean) / std for every byte value, per channel, in float32 as the formula gives it.
+
+    A uint8 graph's input prefix (export.onnx.with_uint8_input) computes the same three float32
+    operations in the same order, so both inputs give the model the same numbers."""
     values = np.arange(256, dtype=np.float32)[None, :] * (1.0 / 255.0)
     return (values - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
 
 
 def preprocess_batch(images: list[ImageSource], pre: Preprocessing) -> np.ndarray:
-    """Stack preprocessed images into an NxCxSxS float32 batch."""
+    """Stack preprocessed images into the batch the card asks for (`Preprocessing.input_shape`)."""
     if not images:
         raise EdgemlicError("no images given")
     return np.stack([preprocess(im, pre) for im in images])

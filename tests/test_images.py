@@ -10,7 +10,7 @@ from PIL import Image
 
 from edgemlic.card import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from edgemlic.errors import EdgemlicError
-from edgemlic.images import decode_image, preprocess, preprocess_batch
+from edgemlic.images import decode_image, iter_preprocessed, normalize, preprocess, preprocess_batch
 
 
 def _save(img: Image.Image, path: Path, **kwargs: object) -> Path:
@@ -166,6 +166,25 @@ def test_preprocess_accepts_arrays_and_batches(tmp_path: Path) -> None:
         preprocess(np.zeros((4, 4), np.uint8), pre)
     with pytest.raises(EdgemlicError, match="no images"):
         preprocess_batch([], pre)
+
+
+def test_uint8_input_is_the_same_crop_before_normalization(tmp_path: Path) -> None:
+    """A uint8 card gets the crop's bytes (HWC) from the same resize and crop; normalizing them gives
+    the float card's input bit for bit, one image or a batch."""
+    floats = Preprocessing(input_size=16, resize_size=20)
+    frames = Preprocessing(input_size=16, resize_size=20, input_dtype="uint8", input_layout="NHWC")
+    sources = [
+        _save(_photo_like(41 + 7 * i, 30, seed=i), tmp_path / f"{i}.jpg", quality=90) for i in range(3)
+    ]
+    pixels = preprocess(sources[0], frames)
+    assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8 and pixels.flags.c_contiguous
+    assert np.array_equal(normalize(pixels, floats), preprocess(sources[0], floats))
+    batch = preprocess_batch(sources, frames)
+    assert batch.shape == frames.input_shape(3) == (3, 16, 16, 3) and batch.dtype == np.uint8
+    assert np.array_equal(normalize(batch, floats), preprocess_batch(sources, floats))
+    streamed = list(iter_preprocessed(sources, frames, batch_size=2, threads=2))
+    assert [b.shape for b in streamed] == [(2, 16, 16, 3), (1, 16, 16, 3)]
+    assert np.array_equal(np.concatenate(streamed), batch)
 
 
 def _torchvision_eval(pre: Preprocessing):  # noqa: ANN202 (torchvision is optional at import time)
