@@ -6,33 +6,58 @@ Every command that takes an artifact reads its path here, so "a run folder means
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgemlic.errors import EdgemlicError
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
 BEST_CHECKPOINT = "best.pt"
 """The checkpoint a run folder stands for: the best validation by the run's `select_by` measure."""
 LAST_CHECKPOINT = "last.pt"
 """The latest state of a run, which `--resume` continues from."""
-KINDS = ("checkpoint", "onnx", "engine")
 
 
-def artifact_kind(path: str | Path) -> str:
-    """ "checkpoint", "onnx" or "engine" for an existing path; anything else is a one-line error."""
+@dataclass(frozen=True)
+class Format:
+    """One kind of artifact: how its path is recognised, what runs it, and what installs that."""
+
+    kind: str
+    suffixes: tuple[str, ...]
+    backends: tuple[str, ...]
+    """The backends that open it; the first is the default."""
+    extra: str
+    """The pyproject extra that installs its default backend."""
+    needs_torch: bool
+
+
+FORMATS = (
+    Format("checkpoint", (".pt", ".pth"), ("pytorch",), "train", True),
+    Format("onnx", (".onnx",), ("onnxruntime", "openvino"), "onnx", False),
+    Format("engine", (".engine",), ("tensorrt",), "tensorrt", False),
+)
+"""Every artifact edgemlic reads, as Ultralytics' `export_formats()` serves its exporter and loader alike.
+A run folder is a checkpoint (its best.pt)."""
+
+
+def artifact_format(path: str | Path) -> Format:
+    """The format of an existing path; anything else is a one-line error."""
     path = Path(path)
     if not path.exists():
         raise EdgemlicError(f"{path}: artifact not found")
-    if path.is_dir() or path.suffix in CHECKPOINT_SUFFIXES:
-        return "checkpoint"
-    if path.suffix == ".onnx":
-        return "onnx"
-    if path.suffix == ".engine":
-        return "engine"
-    raise EdgemlicError(
-        f"{path}: unknown artifact type; expected a .pt checkpoint, a run folder, an .onnx model or an "
-        ".engine file"
-    )
+    for fmt in FORMATS:
+        if path.suffix in fmt.suffixes or (path.is_dir() and fmt.kind == "checkpoint"):
+            return fmt
+    known = ", ".join(s for fmt in FORMATS for s in fmt.suffixes)
+    raise EdgemlicError(f"{path}: unknown artifact type; expected a run folder or a file ending in {known}")
+
+
+def artifact_kind(path: str | Path) -> str:
+    """ "checkpoint", "onnx" or "engine" for an existing path."""
+    return artifact_format(path).kind
+
+
+def format_of(kind: str) -> Format:
+    return next(fmt for fmt in FORMATS if fmt.kind == kind)
 
 
 def checkpoint_file(path: str | Path) -> Path:
