@@ -323,16 +323,13 @@ def parser_source(info: OnnxModelInfo) -> str:
     """
     card = info.card
     thresholds = card.thresholds()
-    rows = [
-        f"    {float(t).hex()}f, /* {c}: {float(t):.9g} */"
-        for c, t in zip(card.classes, thresholds, strict=True)
-    ]
+    rows = [f"    {float(t).hex()}f, /* class {i}: {float(t):.9g} */" for i, t in enumerate(thresholds)]
     labels = [f"    {_c_string(c)}," for c in card.classes]
     replacements = {
-        "@MODEL@": info.path.name,
+        "@MODEL@": info.path.name.replace("*/", "*_/"),  # it stands in a comment
         "@SHA256@": info.sha256,
         "@NUM_CLASSES@": str(card.num_classes),
-        "@OUTPUT_NAME@": info.output_name,
+        "@OUTPUT_NAME@": _c_string(info.output_name),
         "@THRESHOLDS@": "\n".join(rows),
         "@LABELS@": "\n".join(labels),
     }

@@ -388,13 +388,17 @@ def test_labels_file_is_one_line_for_the_one_output_layer():
 
 def _card_with_class_thresholds(onnx: Path, images: list[Path], out: Path) -> Path:
     """A copy of the model whose card has a different threshold per class (each class's median score
-    on `images`), so the parser's per-class decisions are exercised on both sides of each threshold."""
+    on `images`), so the parser's per-class decisions are exercised on both sides of each threshold, and
+    class names a C++ source must escape (UTF-8, a quote, a backslash, the end of a comment)."""
     graph = load_graph(onnx)
     scores = graph.scores(preprocess_batch(images, graph.card.preprocessing))
     thresholds = tuple(float(np.clip(np.median(scores[:, c]), 0.01, 0.99)) for c in range(scores.shape[1]))
     assert len(set(thresholds)) > 1
     set_card(
-        graph.proto, graph.card.replace(class_thresholds=thresholds, classes=("døg", *graph.card.classes[1:]))
+        graph.proto,
+        graph.card.replace(
+            class_thresholds=thresholds, classes=("døg", 'a */ "b\\c', *graph.card.classes[2:])
+        ),
     )
     out.write_bytes(graph.proto.SerializeToString())
     return out
