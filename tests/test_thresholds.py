@@ -166,11 +166,15 @@ def test_cli_matches_library_and_writes_beside_the_checkpoint(
     args = ["thresholds", "tune", str(tmp_path), "--coco-root", str(synth_root), "--device", "cpu"]
     code, stdout, _ = cli([*args, "--json", str(report)])
     assert code == 0, stdout
-    assert "micro-F1" in stdout and "tuned checkpoint" in stdout
+    said = " ".join(stdout.split())
+    assert f"on the {result.before['num_images']} images of val2017 the " in said
+    assert "thresholds were tuned on: micro-F1" in said and "tuned checkpoint" in said
+    assert "these gains are measured on the tuning images themselves, so they are optimistic" in said
     out = tmp_path / "best.tuned.pt"  # the default: <stem>.tuned.pt beside the checkpoint
     data = json.loads(report.read_text())
     assert data["tuned_checkpoint"] == str(out)
     assert {k: data[k] for k in result.to_dict()} == json.loads(json.dumps(result.to_dict()))
+    assert data["measured_on"] == "the tuning images (optimistic)"
     assert load_checkpoint(out)["card"].class_thresholds == result.thresholds
 
 

@@ -55,16 +55,31 @@ def tune(
         )
     console.print(table)
     before, after = summary["before"], summary["after"]
+    images = result.before["num_images"]
     console.print(
+        f"on the {images} images of {split} the thresholds were tuned on: "
         f"micro-F1 {before['micro_f1']:.4f} -> {after['micro_f1']:.4f}, "
         f"Jaccard {before['jaccard']:.4f} -> {after['jaccard']:.4f}, "
         f"macro-F1 {before['macro_f1']:.4f} -> {after['macro_f1']:.4f} "
-        f"(before: global threshold {result.global_threshold:g})"
+        f"(before: global threshold {result.global_threshold:g})",
+        soft_wrap=True,
+    )
+    console.print(
+        "these gains are measured on the tuning images themselves, so they are optimistic; "
+        f"`edgemlic evaluate {path} --split S` on images not used here gives the figure to trust",
+        soft_wrap=True,
+        markup=False,
     )
     if json_path is not None:
         write_json(
             json_path,
-            {"checkpoint": str(checkpoint), "tuned_checkpoint": str(path), "split": split, **summary},
+            {
+                "checkpoint": str(checkpoint),
+                "tuned_checkpoint": str(path),
+                "split": split,
+                "measured_on": "the tuning images (optimistic)",
+                **summary,
+            },
         )
         console.print(f"wrote {json_path}")
     console.print(f"tuned checkpoint: {path}")
