@@ -290,8 +290,13 @@ def _measure_cell(backend: Backend, cell: BenchCell, paths: list[Path], settings
     if backend.max_batch is not None and not backend.min_batch <= cell.batch <= backend.max_batch:
         return replace(
             cell,
-            error=f"batch {cell.batch} is outside the engine's profile ({backend.min_batch}.."
-            f"{backend.max_batch}); rebuild it with --min-batch/--max-batch covering {cell.batch}",
+            error=f"batch {cell.batch} is outside the batches one run takes ({backend.min_batch}.."
+            f"{backend.max_batch}); "
+            + (
+                f"rebuild the engine with --min-batch/--max-batch covering {cell.batch}"
+                if backend.name == "tensorrt"
+                else "its graph has a fixed batch dimension: export it again for a dynamic batch"
+            ),
         )
     gpu = _cuda_peak_tracking(backend)
     iters, seconds = settings.iters, settings.seconds

@@ -286,4 +286,19 @@ def test_engine_cells_and_a_batch_beyond_the_profile(onnx_models, val_images, tm
     inside, beyond = report.cells
     _sane(inside)
     assert inside.backend == "tensorrt" and inside.device == "cuda"
-    assert "outside the engine's profile (1..8)" in beyond.error and beyond.images_per_s is None
+    assert "outside the batches one run takes (1..8); rebuild the engine" in beyond.error
+    assert beyond.images_per_s is None
+
+
+def test_a_graph_with_a_fixed_batch_is_timed_at_that_batch_only(onnx_models, val_images, tmp_path):
+    """Timing 4 images as two runs of 2 would pass for a batch-4 figure; such a cell says why it is empty."""
+    import onnx
+
+    model = onnx.load(str(onnx_models["fp32"]))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 2
+    del model.graph.value_info[:]
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    fitting, beyond = run_bench([tmp_path / "fixed.onnx"], (2, 4), iters=2, images=val_images).cells
+    _sane(fitting)
+    assert "outside the batches one run takes (2..2); its graph has a fixed batch" in beyond.error
