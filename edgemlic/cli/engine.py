@@ -74,9 +74,9 @@ def print_build(result) -> None:
         return
     check = result.precision_check
     typer.echo(f"engine written to {result.engine}, fingerprint {result.fingerprint}")
-    typer.echo(f"layers by precision: {check.get('layer_precisions')} (requested {check.get('requested')})")
-    if "note" in check:
-        typer.echo(f"warning: {check['note']}")
+    typer.echo(f"layers by precision: {check.layer_precisions} (requested {check.requested})")
+    if check.note:
+        typer.echo(f"warning: {check.note}")
     if result.parity is None:
         typer.echo("parity with ONNX Runtime not checked (pass --parity-images DIR)")
     else:
@@ -125,36 +125,41 @@ def inspect(
 
     report = inspect_engine(engine)
     if as_json:
-        print(json.dumps(report.fingerprint, indent=2))
+        print(json.dumps(report.fingerprint.to_dict(), indent=2))
     else:
-        fp = report.fingerprint
-        env, profile, flags = fp["environment"], fp["profile"], fp["flags"]
-        typer.echo(
-            f"engine      {engine} ({fp['engine']['bytes']:,} bytes, sha256 {fp['engine']['sha256'][:16]}...)"
-        )
-        typer.echo(f"built from  {fp['onnx']['path']} (sha256 {fp['onnx']['sha256'][:16]}...)")
-        typer.echo(
-            f"precision   {fp['precision']}; layers {fp.get('precision_check', {}).get('layer_precisions')}"
-        )
-        typer.echo(
-            f"profile     batch {profile['min_batch']}/{profile['opt_batch']}/{profile['max_batch']} "
-            f"(min/opt/max); workspace {flags['workspace_mb']} MiB; DLA core {flags['dla_core']}; "
-            f"version-compatible {flags['version_compatible']}"
-        )
-        typer.echo(
-            f"built with  TensorRT {env['tensorrt']}, CUDA {env['cuda_runtime']}, {env['gpu_name']} "
-            f"(compute capability {env['compute_capability']}), {env['machine']} {env['system']}"
-            + (f", L4T {env['l4t']} (JetPack {env['jetpack']})" if env.get("l4t") else "")
-        )
-        card = fp["card"]
-        typer.echo(
-            f"model       {card['architecture']}, {len(card['classes'])} classes, "
-            f"{card['preprocessing']['input_size']} px; edgemlic {fp['edgemlic_version']}"
-        )
+        for line in describe_fingerprint(report.fingerprint, engine):
+            typer.echo(line)
         typer.echo(f"integrity   {report.integrity}")
         typer.echo(f"this machine {report.this_machine}")
     if not report.integrity_ok:
         raise EdgemlicError(report.integrity)
+
+
+def describe_fingerprint(fp, engine: Path) -> list[str]:
+    """`engine inspect`'s lines for an EngineFingerprint: what was built, from what, for which device."""
+    env, profile, flags, card, check = fp.environment, fp.profile, fp.flags, fp.card, fp.precision_check
+    device = [f"compute capability {env.compute_capability}"]
+    if env.sm_count is not None:
+        device.append(f"{env.sm_count} SMs")
+    if env.total_memory_mib is not None:
+        memory_class = env.device_identity()["memory_class_gib"]
+        device.append(f"{env.total_memory_mib:,} MiB memory ({memory_class} GiB class)")
+    tf32 = {True: "on", False: "off", None: "not recorded (fingerprint format 1)"}[fp.tf32]
+    layers = check.layer_precisions if check else "not recorded"
+    return [
+        f"engine      {engine} ({fp.engine.bytes:,} bytes, sha256 {fp.engine.sha256[:16]}...)",
+        f"built from  {fp.onnx.path} (sha256 {fp.onnx.sha256[:16]}...)",
+        f"precision   {fp.precision}; layers {layers}; TF32 {tf32}",
+        f"profile     batch {profile.min_batch}/{profile.opt_batch}/{profile.max_batch} (min/opt/max); "
+        f"workspace {flags.workspace_mb} MiB; DLA core {flags.dla_core}; "
+        f"version-compatible {flags.version_compatible}",
+        f"built with  TensorRT {env.tensorrt}, CUDA {env.cuda_runtime}, {env.machine} {env.system}"
+        + (f", L4T {env.l4t} (JetPack {env.jetpack})" if env.l4t else ""),
+        f"device      {env.device_model or 'no device-tree model (not a Jetson, or format 1)'}; "
+        f"{env.gpu_name} ({', '.join(device)})",
+        f"model       {card.architecture}, {card.num_classes} classes, {card.preprocessing.input_size} px; "
+        f"edgemlic {fp.edgemlic_version}, fingerprint format {fp.format_version}",
+    ]
 
 
 @engine_app.command("deepstream")

@@ -23,6 +23,7 @@ joins the two by name), and a DLA build is refused only when every layer provabl
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import Counter
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgemlic.errors import EdgemlicError
+from edgemlic.runtime.engine_fingerprint import PrecisionCheck
 
 MIN_PRECISION_SHARE = 0.5
 """At least this share of the engine's GPU layers must consume the requested precision. NVIDIA's own
@@ -118,15 +120,6 @@ class LayerSummary:
     dla_layers: int = 0  # layers with DLA evidence (a DLA subgraph is one layer in the inspector's view)
     unplaced: int = 0  # layers with neither DLA nor GPU evidence: the inspector does not show their device
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layers": self.layers,
-            "layer_precisions": self.layer_precisions,
-            "unknown": self.unknown,
-            "dla_layers": self.dla_layers,
-            "unplaced": self.unplaced,
-        }
-
 
 def summarize_engine_layers(information: str | dict[str, Any]) -> LayerSummary:
     """Count layers by precision and by device in the inspector's engine JSON (TensorRT 10 or 11)."""
@@ -161,7 +154,7 @@ def summarize_engine_layers(information: str | dict[str, Any]) -> LayerSummary:
     return LayerSummary(len(layers), dict(precisions), unknown, dla, unplaced)
 
 
-def verify_precision(summary: LayerSummary, precision: str, dla: bool = False) -> dict[str, Any]:
+def verify_precision(summary: LayerSummary, precision: str, dla: bool = False) -> PrecisionCheck:
     """Check the engine runs where and in what it was asked to; a proven fallback is an error.
 
     GPU build: at least MIN_PRECISION_SHARE of the GPU layers must consume `precision` (FP32 is only
@@ -171,26 +164,33 @@ def verify_precision(summary: LayerSummary, precision: str, dla: bool = False) -
     weakly typed (the FP16 flag permits FP16, it does not require it) and are only recorded.
     Returns the record stored in the fingerprint.
     """
-    record: dict[str, Any] = {"requested": precision, **summary.to_dict()}
+    verdict = functools.partial(
+        PrecisionCheck,
+        requested=precision,
+        layers=summary.layers,
+        layer_precisions=summary.layer_precisions,
+        unknown=summary.unknown,
+        dla_layers=summary.dla_layers,
+        unplaced=summary.unplaced,
+    )
     total = sum(summary.layer_precisions.values())
     if dla:
         if summary.dla_layers:
-            return {**record, "verified": True}
+            return verdict(verified=True)
         if summary.unplaced == 0:
             raise EdgemlicError(
                 f"no layer runs on the DLA: all {summary.layers} layers run CUDA kernels or GPU copies, so "
                 "TensorRT placed the whole network on the GPU; the engine is not written (check the builder "
                 "log for the layers the DLA rejected)"
             )
-        return {
-            **record,
-            "verified": False,
-            "note": (
+        return verdict(
+            verified=False,
+            note=(
                 f"DLA placement unconfirmed: {summary.unplaced} of {summary.layers} layers show no GPU "
                 "kernel, but none names the DLA either; check the verbose builder log's "
                 '"Layers running on DLA"'
             ),
-        }
+        )
     if total == 0:
         detail = " (the inspector reported no data types)" if summary.unknown else ""
         raise EdgemlicError(
@@ -205,4 +205,4 @@ def verify_precision(summary: LayerSummary, precision: str, dla: bool = False) -
             f"inputs ({counts}); TensorRT fell back, so check that the ONNX graph really is {precision} "
             "(Q/DQ around every Conv for int8, float16 weights for fp16)"
         )
-    return {**record, "verified": True}
+    return verdict(verified=True)

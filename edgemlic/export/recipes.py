@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx_info import EngineBuild, OnnxModelInfo, engine_build, read_onnx_model
+from edgemlic.export.tensorrt import DLA_RESTORED_IN
 from edgemlic.io import atomic_path, make_folder, write_text
 from edgemlic.runtime.engine_fingerprint import TF32, BuildFlags, BuildProfile
 
@@ -221,7 +222,7 @@ def triton_config(
 class Recipes:
     written: list[Path]
     skipped: dict[int, str]
-    """TensorRT major -> why no build script could be written for it (e.g. a DLA build on 11 of FP32)."""
+    """TensorRT major -> why no build script could be written for it (e.g. any DLA build on 11)."""
 
 
 def write_recipes(
@@ -237,9 +238,18 @@ def write_recipes(
     builds, skipped = {}, {}
     for major in TENSORRT_MAJORS:
         try:
-            builds[major] = engine_build(info, profile, flags, major)
+            build = engine_build(info, profile, flags, major)
         except EdgemlicError as e:
             skipped[major] = str(e)
+            continue
+        if build.dla_core is not None and major >= 11:
+            skipped[major] = (
+                f"the DLA is missing from TensorRT 11.0 to 11.4.0 and a script cannot tell which release "
+                f"runs it; use the TensorRT 10 script, or `edgemlic engine build --dla-core "
+                f"{build.dla_core}` on a TensorRT {DLA_RESTORED_IN}+ Jetson (JetPack 7.2.2+)"
+            )
+            continue
+        builds[major] = build
     if not builds:
         raise EdgemlicError(next(iter(skipped.values())))
     model = RecipeModel.from_onnx(info)

@@ -3,7 +3,8 @@
 Building goes through Polygraphy (NVIDIA's Python layer over TensorRT): the ONNX graph is parsed,
 strongly typed on the GPU (one code path for TensorRT 10.x and 11.x, never the FP16/INT8 builder flags
 TensorRT 11 removed), with one optimization profile, a timing cache and the requested options; see
-`onnx_info.engine_build` for the DLA, and TF32 as `engine_fingerprint.TF32` says (off, as Polygraphy
+`onnx_info.engine_build` for the DLA (and `check_dla_release` for the TensorRT 11 releases without
+one), and TF32 as `engine_fingerprint.TF32` says (off, as Polygraphy
 and the trtexec recipes' --noTF32 have it). What edgemlic adds on top: the engine inspector must show the
 layers running where and in the precision asked (`inspector.verify_precision`), a few real images
 must give the probabilities ONNX Runtime gives on the same graph (`compare.BUDGETS["engine"]`), and
@@ -12,7 +13,6 @@ only then are the engine and its fingerprint written; the same inputs later reus
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +22,38 @@ from edgemlic.compare import budget, compare_scores
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.inspector import summarize_engine_layers, verify_precision
 from edgemlic.export.onnx_info import EngineBuild, OnnxModelInfo, engine_build, read_onnx_model
-from edgemlic.io import atomic_path, write_json
+from edgemlic.io import atomic_path
 from edgemlic.runtime import nvidia
 from edgemlic.runtime.engine_fingerprint import (
     TF32,
     BuildFlags,
     BuildProfile,
-    check_compatibility,
+    EngineFingerprint,
+    EngineTensors,
+    PrecisionCheck,
     engine_cache_key,
     fingerprint_path,
     load_fingerprint,
-    make_fingerprint,
     probe_environment,
-    verify_engine_file,
+    version_tuple,
 )
+
+DLA_RESTORED_IN = "11.4.1"
+"""The first TensorRT 11 release with DLA on Jetson (AGX Orin, JetPack 7.2.2 or later). NVIDIA's "Working
+with DLA" (TensorRT 11.4.1): DLA was unavailable in TensorRT 11.0 through 11.3, and 11.4.0 had it on Windows
+on ARM only; TensorRT 10 (JetPack 6 and 7) has it throughout."""
+
+
+def check_dla_release(tensorrt_version: str, dla_core: int | None) -> None:
+    """Refuse a DLA build on a TensorRT 11 release that has no DLA on Jetson, before any work."""
+    version = version_tuple(tensorrt_version)
+    if dla_core is None or not (11,) <= version < version_tuple(DLA_RESTORED_IN):
+        return
+    raise EdgemlicError(
+        f"--dla-core {dla_core}: TensorRT {tensorrt_version} has no DLA on Jetson (TensorRT 11.0 to 11.4.0 "
+        f"dropped it); build with TensorRT 10 (JetPack 6 or 7) or {DLA_RESTORED_IN}+ on JetPack 7.2.2+, "
+        "or drop --dla-core to build for the GPU"
+    )
 
 
 @dataclass(frozen=True)
@@ -43,7 +61,8 @@ class BuildResult:
     engine: Path
     fingerprint: Path
     reused: bool
-    precision_check: dict[str, Any]
+    precision_check: PrecisionCheck | None
+    """None only for a reused engine whose fingerprint (format 1) did not record it."""
     parity: dict[str, Any] | None
 
 
@@ -77,6 +96,7 @@ def build_engine(
     out = Path(out) if out is not None else default_engine_path(onnx)
     images = [Path(p) for p in parity_images]
     trt = nvidia.tensorrt()
+    check_dla_release(trt.__version__, flags.dla_core)
     build = engine_build(info, profile, flags, tensorrt_major(trt.__version__))
     env = probe_environment(trt.__version__)
     key = engine_cache_key(info.sha256, env, profile, flags)
@@ -97,21 +117,20 @@ def build_engine(
             parity = _run_parity(info, backend, images)
     with atomic_path(out) as tmp:
         tmp.write_bytes(plan)
-    fingerprint = make_fingerprint(
-        engine=out,
+    fingerprint = EngineFingerprint.of_engine(
+        out,
         onnx=onnx,
         onnx_sha256=info.sha256,
         card=card,
         env=env,
         profile=profile,
         flags=flags,
-        input_name=info.input_name,
-        output_name=info.output_name,
+        io=EngineTensors(info.input_name, info.output_name),
         precision_check=precision_check,
         parity=parity,
     )
-    write_json(fingerprint_path(out), fingerprint)  # written last: an engine without it is never loaded
-    return BuildResult(out, fingerprint_path(out), False, precision_check, parity)
+    written = fingerprint.write(out)  # written last: an engine without it is never loaded
+    return BuildResult(out, written, False, precision_check, parity)
 
 
 def _cached(out: Path, key: str) -> BuildResult | None:
@@ -119,14 +138,12 @@ def _cached(out: Path, key: str) -> BuildResult | None:
         return None
     try:
         fingerprint = load_fingerprint(out)
-        verify_engine_file(out, fingerprint)
+        fingerprint.verify_engine_file(out)
     except EdgemlicError:
         return None  # no usable fingerprint: build afresh over it
-    if fingerprint["cache_key"] != key:
+    if fingerprint.cache_key != key:
         return None
-    return BuildResult(
-        out, fingerprint_path(out), True, fingerprint.get("precision_check") or {}, fingerprint.get("parity")
-    )
+    return BuildResult(out, fingerprint_path(out), True, fingerprint.precision_check, fingerprint.parity)
 
 
 def _build_plan(
@@ -202,7 +219,7 @@ def _run_parity(info: OnnxModelInfo, engine_backend: Any, images: Sequence[Path]
 
 @dataclass(frozen=True)
 class EngineReport:
-    fingerprint: dict[str, Any]  # as stored in the JSON file
+    fingerprint: EngineFingerprint
     integrity_ok: bool
     integrity: str
     this_machine: str
@@ -214,16 +231,15 @@ def inspect_engine(engine: str | Path) -> EngineReport:
     if not engine.is_file():
         raise EdgemlicError(f"{engine}: engine file not found")
     fingerprint = load_fingerprint(engine)
-    raw = json.loads(fingerprint_path(engine).read_text(encoding="utf-8"))
     try:
-        verify_engine_file(engine, fingerprint)
+        fingerprint.verify_engine_file(engine)
         integrity_ok, integrity = True, "engine bytes match the fingerprint"
     except EdgemlicError as e:
         integrity_ok, integrity = False, str(e)
     try:
         env = probe_environment(nvidia.tensorrt().__version__)
-        check_compatibility(fingerprint, env, engine)
+        fingerprint.check_compatibility(env, engine)
         this_machine = f"runs here: {env.describe()}"
     except EdgemlicError as e:
         this_machine = f"cannot run here: {e}"
-    return EngineReport(raw, integrity_ok, integrity, this_machine)
+    return EngineReport(fingerprint, integrity_ok, integrity, this_machine)

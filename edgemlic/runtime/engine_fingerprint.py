@@ -5,10 +5,13 @@ records both, the build profile and flags, the SHA-256 of the ONNX source and of
 model card. The runtime checks it before TensorRT ever reads the engine: a file that does not hash
 to its fingerprint is never deserialized, and a mismatched machine gets the exact rebuild command.
 
+Like the model card, it is a typed, validated, versioned record (`EngineFingerprint`): written by its
+`write` method alone, read by `load_fingerprint` alone, and used through its attributes everywhere.
+
 It lives in the runtime (not in `edgemlic.export`) because a Jetson app that only runs engines needs
 it, and the runtime imports numpy plus one inference library alone. Everything here except
-`probe_environment` is pure: environment facts are passed in as values so the checks are testable
-on a machine without TensorRT or a GPU.
+`probe_environment` and the file's reading and writing is pure: environment facts are passed in as
+values so the checks are testable on a machine without TensorRT or a GPU.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ import json
 import math
 import platform
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from edgemlic import __version__
 from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError
-from edgemlic.io import sha256_bytes, sha256_file
+from edgemlic.io import sha256_bytes, sha256_file, write_json
 
 FINGERPRINT_FORMAT_VERSION = 2
 """2 added the device model, SM count, total memory and TF32; version 1 files still load and are
@@ -153,45 +157,207 @@ def fingerprint_path(engine: str | Path) -> Path:
     return engine.with_name(engine.name + FINGERPRINT_SUFFIX)
 
 
-def make_fingerprint(
-    *,
-    engine: str | Path,
-    onnx: str | Path,
-    onnx_sha256: str,
-    card: ModelCard,
-    env: Environment,
-    profile: BuildProfile,
-    flags: BuildFlags,
-    input_name: str,
-    output_name: str,
-    precision_check: dict[str, Any],
-    parity: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """The fingerprint of a built engine file (its hash is taken from the file as written)."""
-    engine = Path(engine)
-    return {
-        "format_version": FINGERPRINT_FORMAT_VERSION,
-        "edgemlic_version": __version__,
-        "engine": {"file": engine.name, "sha256": sha256_file(engine), "bytes": engine.stat().st_size},
-        "onnx": {"path": str(onnx), "sha256": onnx_sha256},
-        "precision": card.precision,
-        "io": {"input": input_name, "output": output_name},
-        "profile": asdict(profile),
-        "flags": asdict(flags),
-        "environment": asdict(env),
-        "tf32": TF32,
-        "cache_key": engine_cache_key(onnx_sha256, env, profile, flags),
-        "precision_check": precision_check,
-        "parity": parity,
-        "card": card.to_dict(),
-    }
+@dataclass(frozen=True)
+class EngineFile:
+    """The engine file as written: its name (beside the fingerprint), SHA-256 and size."""
+
+    file: str
+    sha256: str
+    bytes: int
 
 
-_REQUIRED = ("engine", "onnx", "precision", "io", "profile", "flags", "environment", "cache_key", "card")
+@dataclass(frozen=True)
+class OnnxSource:
+    """The ONNX graph the engine was built from, as given to `engine build`, and its SHA-256."""
+
+    path: str
+    sha256: str
 
 
-def load_fingerprint(engine: str | Path) -> dict[str, Any]:
-    """Read and validate the fingerprint beside `engine`; its card comes back as a ModelCard."""
+@dataclass(frozen=True)
+class EngineTensors:
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class PrecisionCheck:
+    """What the engine inspector showed about a built engine, and the verdict on it
+    (`export.inspector.verify_precision`)."""
+
+    requested: str
+    verified: bool
+    layers: int
+    layer_precisions: dict[str, int]
+    """GPU layers by the precision of their first float/int8 input."""
+    unknown: int = 0
+    """GPU layers with inputs but no compute data type the inspector reported."""
+    dla_layers: int = 0
+    unplaced: int = 0
+    """Layers with neither DLA nor GPU evidence."""
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineFingerprint:
+    """The fingerprint of one engine file: written by `write` only, read and validated by `load_fingerprint`.
+
+    `parity` is the record of `compare.Comparison.to_dict()` (engine against ONNX Runtime), or None when
+    no images were given; `tf32` is None in format 1 files, which did not record it.
+    """
+
+    engine: EngineFile
+    onnx: OnnxSource
+    io: EngineTensors
+    profile: BuildProfile
+    flags: BuildFlags
+    environment: Environment
+    card: ModelCard
+    cache_key: str
+    precision_check: PrecisionCheck | None
+    parity: dict[str, Any] | None
+    tf32: bool | None = TF32
+    edgemlic_version: str = __version__
+    format_version: int = FINGERPRINT_FORMAT_VERSION
+
+    @property
+    def precision(self) -> str:
+        return self.card.precision
+
+    @classmethod
+    def of_engine(
+        cls,
+        engine: str | Path,
+        *,
+        onnx: str | Path,
+        onnx_sha256: str,
+        card: ModelCard,
+        env: Environment,
+        profile: BuildProfile,
+        flags: BuildFlags,
+        io: EngineTensors,
+        precision_check: PrecisionCheck,
+        parity: dict[str, Any] | None,
+    ) -> EngineFingerprint:
+        """The fingerprint of a built engine file (its hash is taken from the file as written)."""
+        engine = Path(engine)
+        return cls(
+            engine=EngineFile(engine.name, sha256_file(engine), engine.stat().st_size),
+            onnx=OnnxSource(str(onnx), onnx_sha256),
+            io=io,
+            profile=profile,
+            flags=flags,
+            environment=env,
+            card=card,
+            cache_key=engine_cache_key(onnx_sha256, env, profile, flags),
+            precision_check=precision_check,
+            parity=parity,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the file (format 2 layout; a loaded format 1 fingerprint keeps its number)."""
+        return {
+            "format_version": self.format_version,
+            "edgemlic_version": self.edgemlic_version,
+            "engine": asdict(self.engine),
+            "onnx": asdict(self.onnx),
+            "precision": self.precision,
+            "io": asdict(self.io),
+            "profile": asdict(self.profile),
+            "flags": asdict(self.flags),
+            "environment": asdict(self.environment),
+            "tf32": self.tf32,
+            "cache_key": self.cache_key,
+            "precision_check": None if self.precision_check is None else asdict(self.precision_check),
+            "parity": self.parity,
+            "card": self.card.to_dict(),
+        }
+
+    def write(self, engine: str | Path) -> Path:
+        """Write the fingerprint beside `engine`; the one place a fingerprint file is written."""
+        path = fingerprint_path(engine)
+        write_json(path, self.to_dict())
+        return path
+
+    def rebuild_command(self, engine: str | Path) -> str:
+        """The `edgemlic engine build` line that rebuilds this engine on the current machine."""
+        profile, flags = self.profile, self.flags
+        parts = [
+            "edgemlic engine build",
+            self.onnx.path,
+            "--out",
+            str(engine),
+            "--min-batch",
+            str(profile.min_batch),
+            "--opt-batch",
+            str(profile.opt_batch),
+            "--max-batch",
+            str(profile.max_batch),
+            "--workspace-mb",
+            str(flags.workspace_mb),
+        ]
+        if flags.dla_core is not None:
+            parts += ["--dla-core", str(flags.dla_core)]
+        if flags.version_compatible:
+            parts.append("--version-compatible")
+        return " ".join(parts)
+
+    def verify_engine_file(self, engine: str | Path, data: bytes | None = None) -> None:
+        """Refuse an engine whose bytes are not the ones fingerprinted (modified, truncated or swapped).
+
+        Pass the bytes about to be deserialized as `data`, so that what is checked is what gets loaded.
+        """
+        engine = Path(engine)
+        expected = self.engine.sha256
+        actual = sha256_file(engine) if data is None else sha256_bytes(data)
+        if actual != expected:
+            raise EdgemlicError(
+                f"{engine}: engine file does not match its fingerprint (sha256 {actual[:12]}..., expected "
+                f"{expected[:12]}...): it was modified or truncated; only load engines you built or trust, "
+                f"rebuild with `{self.rebuild_command(engine)}`"
+            )
+
+    def check_compatibility(self, env: Environment, engine: str | Path) -> None:
+        """Raise, with the rebuild command, unless this TensorRT and GPU can run the engine.
+
+        Engines run only on the TensorRT version and GPU they were built with. A version-compatible
+        engine also runs on later TensorRT releases (never earlier ones); the GPU must still match. The
+        GPU is compared on every fact both sides recorded (name, compute capability, and from format 2 on
+        the device-tree model, SM count and memory class), so fingerprints of format 1 still load and pass.
+        """
+        built, flags = self.environment, self.flags
+        if flags.version_compatible:
+            trt_ok = version_tuple(env.tensorrt) >= version_tuple(built.tensorrt)
+        else:
+            trt_ok = env.tensorrt == built.tensorrt
+        here = env.device_identity()
+        gpu_ok = all(
+            value is None or here[fact] is None or value == here[fact]
+            for fact, value in built.device_identity().items()
+        )
+        if trt_ok and gpu_ok:
+            return
+        why = (
+            "needs a TensorRT release at least as new as the one it was built with"
+            if flags.version_compatible
+            else "engines run only where they were built"
+        )
+        raise EdgemlicError(
+            f"{engine}: built for {built.describe()}, this machine has {env.describe()} ({why}); "
+            f"rebuild here with `{self.rebuild_command(engine)}`"
+        )
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """(10, 3, 0, 30) from "10.3.0.30", for comparing releases."""
+    return tuple(int(p) for p in re.findall(r"\d+", version))
+
+
+def load_fingerprint(engine: str | Path) -> EngineFingerprint:
+    """Read and validate the fingerprint beside `engine`: the one place a fingerprint file is read.
+
+    Formats 1 and 2 load (format 1 lacks the device model, SM count, memory and TF32, which read None,
+    and may carry the precision check's old "convolutions" count, which is dropped)."""
     engine = Path(engine)
     path = fingerprint_path(engine)
     if not path.is_file():
@@ -205,101 +371,114 @@ def load_fingerprint(engine: str | Path) -> dict[str, Any]:
         raise EdgemlicError(
             f"{path}: engine fingerprint is not valid JSON ({e}); rebuild the engine"
         ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("format_version"), int):
+    if not isinstance(data, dict) or not _is_a(data.get("format_version"), int):
         raise EdgemlicError(f"{path}: not an edgemlic engine fingerprint (no format_version)")
-    if data["format_version"] > FINGERPRINT_FORMAT_VERSION:
+    version = data["format_version"]
+    if version > FINGERPRINT_FORMAT_VERSION:
         raise EdgemlicError(
-            f"{path}: fingerprint format {data['format_version']} is newer than this edgemlic reads "
+            f"{path}: fingerprint format {version} is newer than this edgemlic reads "
             f"({FINGERPRINT_FORMAT_VERSION}); upgrade edgemlic"
         )
+    if version < 1:
+        raise EdgemlicError(f"{path}: fingerprint format {version} does not exist; rebuild the engine")
     missing = [key for key in _REQUIRED if key not in data]
     if missing:
         raise EdgemlicError(f"{path}: engine fingerprint lacks {missing}; rebuild the engine")
+    unknown = sorted(set(data) - {*_REQUIRED, *_OPTIONAL})
+    if unknown:
+        raise EdgemlicError(f"{path}: unknown engine fingerprint fields {unknown}; rebuild the engine")
+    check = data.get("precision_check")
+    if version == 1 and isinstance(check, dict):
+        check = {k: v for k, v in check.items() if k != "convolutions"}
+    card = ModelCard.from_dict(data["card"], f"{path} (model card)")
     try:
-        data["environment"] = Environment(**data["environment"])
-        data["profile"] = BuildProfile(**data["profile"])
-        data["flags"] = BuildFlags(**data["flags"])
-    except TypeError as e:
-        raise EdgemlicError(f"{path}: malformed engine fingerprint ({e}); rebuild the engine") from None
-    data["card"] = ModelCard.from_dict(data["card"], f"{path} (model card)")
-    return data
-
-
-def rebuild_command(fingerprint: dict[str, Any], engine: str | Path) -> str:
-    """The `edgemlic engine build` line that rebuilds this engine on the current machine."""
-    profile: BuildProfile = fingerprint["profile"]
-    flags: BuildFlags = fingerprint["flags"]
-    parts = [
-        "edgemlic engine build",
-        fingerprint["onnx"]["path"],
-        "--out",
-        str(engine),
-        "--min-batch",
-        str(profile.min_batch),
-        "--opt-batch",
-        str(profile.opt_batch),
-        "--max-batch",
-        str(profile.max_batch),
-        "--workspace-mb",
-        str(flags.workspace_mb),
-    ]
-    if flags.dla_core is not None:
-        parts += ["--dla-core", str(flags.dla_core)]
-    if flags.version_compatible:
-        parts.append("--version-compatible")
-    return " ".join(parts)
-
-
-def verify_engine_file(engine: str | Path, fingerprint: dict[str, Any], data: bytes | None = None) -> None:
-    """Refuse an engine whose bytes are not the ones fingerprinted (modified, truncated or swapped).
-
-    Pass the bytes about to be deserialized as `data`, so that what is checked is what gets loaded.
-    """
-    engine = Path(engine)
-    expected = fingerprint["engine"]["sha256"]
-    actual = sha256_file(engine) if data is None else sha256_bytes(data)
-    if actual != expected:
-        raise EdgemlicError(
-            f"{engine}: engine file does not match its fingerprint (sha256 {actual[:12]}..., expected "
-            f"{expected[:12]}...): it was modified or truncated; only load engines you built or trust, "
-            f"rebuild with `{rebuild_command(fingerprint, engine)}`"
+        fingerprint = EngineFingerprint(
+            engine=_record(EngineFile, data["engine"], "engine"),
+            onnx=_record(OnnxSource, data["onnx"], "onnx"),
+            io=_record(EngineTensors, data["io"], "io"),
+            profile=_record(BuildProfile, data["profile"], "profile"),
+            flags=_record(BuildFlags, data["flags"], "flags"),
+            environment=_record(Environment, data["environment"], "environment"),
+            card=card,
+            cache_key=_value(data["cache_key"], str, "cache_key"),
+            precision_check=None if check is None else _record(PrecisionCheck, check, "precision_check"),
+            parity=_value(data.get("parity"), dict[str, Any] | None, "parity"),
+            tf32=_value(data.get("tf32"), bool | None, "tf32"),
+            edgemlic_version=_value(data.get("edgemlic_version", "unknown"), str, "edgemlic_version"),
+            format_version=version,
         )
+    except (_Malformed, EdgemlicError) as e:
+        raise EdgemlicError(f"{path}: malformed engine fingerprint ({e}); rebuild the engine") from None
+    if data["precision"] != card.precision:
+        raise EdgemlicError(
+            f"{path}: the fingerprint says precision {data['precision']!r} but its model card says "
+            f"{card.precision!r}; rebuild the engine"
+        )
+    return fingerprint
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", version))
+_REQUIRED = ("engine", "onnx", "precision", "io", "profile", "flags", "environment", "cache_key", "card")
+_OPTIONAL = ("format_version", "edgemlic_version", "tf32", "precision_check", "parity")
 
 
-def check_compatibility(fingerprint: dict[str, Any], env: Environment, engine: str | Path) -> None:
-    """Raise, with the rebuild command, unless this TensorRT and GPU can run the engine.
+class _Malformed(Exception):
+    """A fingerprint field of the wrong shape; load_fingerprint turns it into one line naming the file."""
 
-    Engines run only on the TensorRT version and GPU they were built with. A version-compatible engine
-    also runs on later TensorRT releases (never earlier ones); the GPU must still match. The GPU is
-    compared on every fact both sides recorded (name, compute capability, and from format 2 on the
-    device-tree model, SM count and memory class), so fingerprints of format 1 still load and pass.
-    """
-    built: Environment = fingerprint["environment"]
-    flags: BuildFlags = fingerprint["flags"]
-    if flags.version_compatible:
-        trt_ok = _version_tuple(env.tensorrt) >= _version_tuple(built.tensorrt)
-    else:
-        trt_ok = env.tensorrt == built.tensorrt
-    here = env.device_identity()
-    gpu_ok = all(
-        value is None or here[fact] is None or value == here[fact]
-        for fact, value in built.device_identity().items()
-    )
-    if trt_ok and gpu_ok:
-        return
-    why = (
-        "needs a TensorRT release at least as new as the one it was built with"
-        if flags.version_compatible
-        else "engines run only where they were built"
-    )
-    raise EdgemlicError(
-        f"{engine}: built for {built.describe()}, this machine has {env.describe()} ({why}); "
-        f"rebuild here with `{rebuild_command(fingerprint, engine)}`"
-    )
+
+def _record(cls: type, value: Any, name: str) -> Any:
+    """`cls` from its JSON object, every field's type checked against `cls`'s annotations."""
+    if not isinstance(value, dict):
+        raise _Malformed(f"{name} is {_shown(value)}, not an object")
+    declared = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(value) - set(declared))
+    if unknown:
+        raise _Malformed(f"{name} has unknown fields {unknown}")
+    missing = [
+        n
+        for n, f in declared.items()
+        if n not in value and f.default is MISSING and f.default_factory is MISSING
+    ]
+    if missing:
+        raise _Malformed(f"{name} lacks {missing}")
+    hints = get_type_hints(cls)
+    for key, item in value.items():
+        _value(item, hints[key], f"{name}.{key}")
+    return cls(**value)
+
+
+def _value(value: Any, hint: Any, name: str) -> Any:
+    if not _is_a(value, hint):
+        raise _Malformed(f"{name} is {_shown(value)}, not {_hint_name(hint)}")
+    return value
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has the annotated type (str, int, float, bool, None, dict[str, X], unions)."""
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return any(_is_a(value, arg) for arg in args)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _is_a(k, args[0]) and _is_a(v, args[1]) for k, v in value.items()
+        )
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_l4t_release(text: str) -> tuple[str | None, str | None]:

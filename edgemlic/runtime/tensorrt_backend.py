@@ -45,13 +45,7 @@ from edgemlic.errors import EdgemlicError
 from edgemlic.runtime import nvidia
 from edgemlic.runtime.backend import Backend, parse_device
 from edgemlic.runtime.cudart import DEVICE_TO_HOST, HOST_TO_DEVICE, SUCCESS, CudaRuntime
-from edgemlic.runtime.engine_fingerprint import (
-    check_compatibility,
-    load_fingerprint,
-    probe_environment,
-    rebuild_command,
-    verify_engine_file,
-)
+from edgemlic.runtime.engine_fingerprint import load_fingerprint, probe_environment
 from edgemlic.runtime.pool import Pool
 
 DEFAULT_CONTEXTS = 2
@@ -251,14 +245,14 @@ class TensorRTBackend(Backend):
         fingerprint = load_fingerprint(path)
         device_index = gpu_index(device)
         plan = path.read_bytes()
-        verify_engine_file(path, fingerprint, plan)  # the bytes TensorRT will parse, checked first
+        fingerprint.verify_engine_file(path, plan)  # the bytes TensorRT will parse, checked first
         env = probe_environment(nvidia.tensorrt().__version__, device_index)
-        check_compatibility(fingerprint, env, path)
+        fingerprint.check_compatibility(env, path)
         try:
-            loaded = deserialize_engine(plan, device_index, fingerprint["flags"].dla_core, str(path))
+            loaded = deserialize_engine(plan, device_index, fingerprint.flags.dla_core, str(path))
         except EdgemlicError as e:
-            raise EdgemlicError(f"{e}; rebuild with `{rebuild_command(fingerprint, path)}`") from None
-        self._setup(loaded, fingerprint["card"], device_index, contexts, cuda_graphs, str(path))
+            raise EdgemlicError(f"{e}; rebuild with `{fingerprint.rebuild_command(path)}`") from None
+        self._setup(loaded, fingerprint.card, device_index, contexts, cuda_graphs, str(path))
 
     @classmethod
     def from_engine(

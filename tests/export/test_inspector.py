@@ -193,7 +193,7 @@ def test_engine_in_the_requested_precision_passes(precision, fmt, weights):
     assert summary.layers == 8
     assert summary.layer_precisions.get(precision) == (8 if precision == "fp32" else 6)
     record = verify_precision(summary, precision)
-    assert record["verified"] and record["requested"] == precision and record["layer_precisions"][precision]
+    assert record.verified and record.requested == precision and record.layer_precisions[precision]
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp16"])
@@ -231,7 +231,7 @@ def test_fused_kernels_are_judged_by_their_tensors(precision, dtype, layout):
     summary = summarize_engine_layers(json.dumps(data))
     assert summary.layers == 9 and summary.unknown == 0 and summary.dla_layers == 0
     assert summary.layer_precisions.get(precision) == (9 if precision == "fp32" else 7)
-    assert verify_precision(summary, precision)["verified"]
+    assert verify_precision(summary, precision).verified
 
 
 def test_fused_kernels_that_fell_back_are_an_error():
@@ -246,7 +246,7 @@ def test_classic_layers_in_both_layouts(layout):
     data = json.loads(information) if layout == "tensorrt10" else tensorrt11(information)
     summary = summarize_engine_layers(data)
     assert summary.layer_precisions == {"fp32": 2, "int8": 6} and summary.unknown == 0
-    assert verify_precision(summary, "int8")["verified"]
+    assert verify_precision(summary, "int8").verified
 
 
 def test_inspector_output_that_cannot_prove_anything():
@@ -291,13 +291,13 @@ def test_dla_evidence_in_every_form_is_accepted():
     by_type = summarize_engine_layers(dla_engine(gpu_convolutions=2))
     assert by_type.dla_layers == 1 and by_type.layer_precisions == {"fp16": 3, "fp32": 2}
     record = verify_precision(by_type, "fp16", dla=True)
-    assert record["verified"] and record["dla_layers"] == 1
+    assert record.verified and record.dla_layers == 1
     by_transfer = dla_engine(0, UNKNOWN_LAYOUT)
     by_transfer["Layers"][1:1] = [
         _layer("images to nvm", "Reformat", "Reformat", FLOAT, HALF),
         _layer("layer9 from nvm", "Reformat", "Reformat", HALF, FLOAT),
     ]
-    assert verify_precision(summarize_engine_layers(by_transfer), "fp16", dla=True)["verified"]
+    assert verify_precision(summarize_engine_layers(by_transfer), "fp16", dla=True).verified
     by_format = tensorrt11(dla_engine(0, UNKNOWN_LAYOUT))
     by_format["Layers"][1]["Inputs"][0]["Format"] = "DLA planar format (kDLA_LINEAR)"
     assert summarize_engine_layers(by_format).dla_layers == 1
@@ -308,17 +308,17 @@ def test_a_dla_engine_in_an_unknown_layout_is_not_refused():
     summary = summarize_engine_layers(dla_engine(gpu_convolutions=2, dla_layer=UNKNOWN_LAYOUT))
     assert summary.dla_layers == 0 and summary.unplaced >= 1
     record = verify_precision(summary, "fp16", dla=True)
-    assert record["verified"] is False and record["note"].startswith("DLA placement unconfirmed")
+    assert record.verified is False and record.note.startswith("DLA placement unconfirmed")
     # its GPU fallback layers are weakly typed: FP32 there is TensorRT's choice, not a refusal
     fallback = dla_engine(gpu_convolutions=4, dla_layer=UNKNOWN_LAYOUT)
     fallback["Layers"][2:] = [_conv(f"gpu{i}", FLOAT, "Float") for i in range(4)]
-    assert verify_precision(summarize_engine_layers(fallback), "fp16", dla=True)["verified"] is False
+    assert verify_precision(summarize_engine_layers(fallback), "fp16", dla=True).verified is False
 
 
 def test_a_dla_build_that_provably_ran_on_the_gpu_is_refused():
     """With GPU fallback TensorRT can place every layer on the GPU and still succeed: that is an error."""
     on_gpu = summarize_engine_layers(myelin_engine("Half"))
-    assert on_gpu.dla_layers == 0 and on_gpu.unplaced == 0 and verify_precision(on_gpu, "fp16")["verified"]
+    assert on_gpu.dla_layers == 0 and on_gpu.unplaced == 0 and verify_precision(on_gpu, "fp16").verified
     with pytest.raises(EdgemlicError, match="no layer runs on the DLA: all 9 layers run CUDA kernels"):
         verify_precision(on_gpu, "fp16", dla=True)
 

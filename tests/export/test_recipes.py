@@ -108,6 +108,18 @@ def test_dla_recipes_name_the_core_and_skip_what_cannot_build(exported, tmp_path
         write_recipes(exported["int8"], tmp_path / "q", BuildProfile(4, 4, 4), flags)
 
 
+def test_no_tensorrt_11_recipe_offers_the_dla(exported, tmp_path):
+    """TensorRT 11.0 to 11.4.0 have no DLA on Jetson (NVIDIA's "Working with DLA", 11.4.1), and a script
+    cannot know which 11.x will run it: only the TensorRT 10 script builds for the DLA."""
+    recipes = write_recipes(exported["fp16"], tmp_path / "r", BuildProfile(4, 4, 4), BuildFlags(dla_core=0))
+    assert list(recipes.skipped) == [11] and "missing from TensorRT 11.0 to 11.4.0" in recipes.skipped[11]
+    assert "\n" not in recipes.skipped[11] and "--dla-core 0" in recipes.skipped[11]
+    assert not (tmp_path / "r" / "build_engine_trt11.sh").exists()
+    assert "--useDLACore=0" in (tmp_path / "r" / "build_engine_trt10.sh").read_text()
+    gpu = write_recipes(exported["fp16"], tmp_path / "gpu", BuildProfile(4, 4, 4))
+    assert gpu.skipped == {} and (tmp_path / "gpu" / "build_engine_trt11.sh").exists()
+
+
 def test_triton_types_follow_the_graph():
     half = RecipeModel(**{**EXAMPLE_MODEL.__dict__, "input_dtype": "float16", "output_dtype": "float16"})
     assert triton_config(half, "tensorrt", 8, 4).count("TYPE_FP16") == 2

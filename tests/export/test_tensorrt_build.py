@@ -12,9 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx_info import engine_build, read_onnx_model
 from edgemlic.export.recipes import RecipeModel, trtexec_args
-from edgemlic.export.tensorrt import _build_plan
+from edgemlic.export.tensorrt import _build_plan, build_engine, check_dla_release
 from edgemlic.runtime import nvidia
 from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
 
@@ -66,3 +67,23 @@ def test_engine_build_and_the_recipes_build_tf32_the_same_way(
     assert config["tf32"] is False and config["profiling_verbosity"] == "DETAILED"
     args = trtexec_args(RecipeModel.from_onnx(info), profile, flags, build, onnx="m.onnx", engine="m.plan")
     assert ("--noTF32" in args) is (config["tf32"] is False)
+
+
+@pytest.mark.parametrize("version", ["11.0.0.14", "11.1.0.20", "11.3.0.8", "11.4.0.5"])
+def test_dla_build_on_a_tensorrt_11_without_dla_is_one_line(version, exported, polygraphy, monkeypatch):
+    """NVIDIA's "Working with DLA" (TensorRT 11.4.1): no DLA in 11.0 to 11.3, and 11.4.0 has it on
+    Windows on ARM only."""
+    monkeypatch.setattr(nvidia, "tensorrt", lambda: SimpleNamespace(__version__=version))
+    flags = BuildFlags(dla_core=0)
+    with pytest.raises(
+        EdgemlicError, match=f"--dla-core 0: TensorRT {version} has no DLA on Jetson"
+    ) as error:
+        build_engine(exported["fp16"], profile=BuildProfile(4, 4, 4), flags=flags)
+    assert "\n" not in str(error.value) and "TensorRT 10 (JetPack 6 or 7)" in str(error.value)
+    assert polygraphy.config == {}  # refused before the builder was configured
+
+
+@pytest.mark.parametrize("version", ["10.3.0.30", "10.16.0.1", "11.4.1.2", "12.0.0.1"])
+def test_dla_releases_and_gpu_builds_pass_the_release_check(version):
+    check_dla_release(version, 0)
+    check_dla_release("11.1.0.20", None)  # a GPU build on any TensorRT 11

@@ -47,8 +47,8 @@ def engines(onnx_files, val_images, tmp_path_factory):
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_runs_in_its_precision_and_matches_onnxruntime(precision, engines, onnx_files, val_images):
     result = engines[precision]
-    assert not result.reused and result.precision_check["verified"]
-    assert result.precision_check["layer_precisions"].get(precision, 0) >= 1
+    assert not result.reused and result.precision_check.verified
+    assert result.precision_check.layer_precisions.get(precision, 0) >= 1
     assert result.parity["passed"] and result.parity["images"] == len(val_images)
     with (
         load_backend(result.engine) as engine,
@@ -118,15 +118,15 @@ def test_same_inputs_reuse_the_engine_and_the_timing_cache(engines, onnx_files, 
     assert again.reused and first.engine.stat().st_mtime_ns == before
     other = build_engine(onnx_files["fp16"], first.engine, profile=BuildProfile(1, 2, 8))
     assert not other.reused  # another profile is another engine
-    assert load_fingerprint(first.engine)["profile"] == BuildProfile(1, 2, 8)
+    assert load_fingerprint(first.engine).profile == BuildProfile(1, 2, 8)
 
 
 def test_fingerprint_describes_this_machine(engines):
     import tensorrt
 
     fp = load_fingerprint(engines["int8"].engine)
-    assert fp["environment"].tensorrt == tensorrt.__version__
-    assert fp["precision"] == "int8" and fp["precision_check"]["verified"]
+    assert fp.environment.tensorrt == tensorrt.__version__ and fp.tf32 is False
+    assert fp.precision == "int8" and fp.precision_check.verified
     report = inspect_engine(engines["int8"].engine)
     assert report.integrity_ok and report.this_machine.startswith("runs here")
     raw = json.loads(fingerprint_path(engines["int8"].engine).read_text())

@@ -15,21 +15,20 @@ import pytest
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx_info import read_onnx_model
 from edgemlic.export.tensorrt import inspect_engine
-from edgemlic.io import write_json
 from edgemlic.runtime import load_backend, nvidia
 from edgemlic.runtime.engine_fingerprint import (
     BuildFlags,
     BuildProfile,
+    EngineFingerprint,
+    EngineTensors,
     Environment,
-    check_compatibility,
+    PrecisionCheck,
     engine_cache_key,
     fingerprint_path,
     load_fingerprint,
-    make_fingerprint,
     memory_class_gib,
     parse_l4t_release,
     probe_environment,
-    verify_engine_file,
 )
 
 ORIN = Environment(
@@ -68,20 +67,18 @@ def fake_engine(folder: Path, onnx: Path, env: Environment = ORIN, flags: BuildF
     engine = folder / onnx.name.replace(".onnx", ".engine")
     engine.write_bytes(np.random.default_rng(0).bytes(4096))
     flags = flags or BuildFlags()
-    fingerprint = make_fingerprint(
-        engine=engine,
+    EngineFingerprint.of_engine(
+        engine,
         onnx=onnx,
         onnx_sha256=info.sha256,
         card=info.card,
         env=env,
         profile=BuildProfile(),
         flags=flags,
-        input_name=info.input_name,
-        output_name=info.output_name,
-        precision_check={"requested": info.card.precision, "layer_precisions": {info.card.precision: 20}},
+        io=EngineTensors(info.input_name, info.output_name),
+        precision_check=PrecisionCheck(info.card.precision, True, 24, {info.card.precision: 20}),
         parity=None,
-    )
-    write_json(fingerprint_path(engine), fingerprint)
+    ).write(engine)
     return engine
 
 
@@ -89,14 +86,16 @@ def test_fingerprint_round_trip(exported, tmp_path):
     engine = fake_engine(tmp_path, exported["int8"])
     assert fingerprint_path(engine).name == "model.int8.engine.json"
     fp = load_fingerprint(engine)
-    assert fp["environment"] == ORIN and fp["profile"] == BuildProfile() and fp["precision"] == "int8"
-    assert fp["card"] == read_onnx_model(exported["int8"]).card
-    assert fp["io"] == {"input": "images", "output": "probabilities"}
+    assert fp.environment == ORIN and fp.profile == BuildProfile() and fp.precision == "int8"
+    assert fp.card == read_onnx_model(exported["int8"]).card
+    assert fp.io == EngineTensors("images", "probabilities")
+    assert fp.precision_check == PrecisionCheck("int8", True, 24, {"int8": 20})
     raw = json.loads(fingerprint_path(engine).read_text())
     assert raw["environment"]["l4t"] == "R36.4.3" and raw["environment"]["jetpack"] == "6.x"
     assert {"format_version", "edgemlic_version", "cache_key"} <= set(raw)
-    verify_engine_file(engine, fp)
-    check_compatibility(fp, ORIN, engine)
+    assert json.loads(json.dumps(fp.to_dict())) == raw  # what is read is what was written, field for field
+    fp.verify_engine_file(engine)
+    fp.check_compatibility(ORIN, engine)
 
 
 def test_other_tensorrt_or_gpu_prints_the_rebuild_command(exported, tmp_path):
@@ -105,7 +104,7 @@ def test_other_tensorrt_or_gpu_prints_the_rebuild_command(exported, tmp_path):
     newer_trt = Environment(**{**ORIN.__dict__, "tensorrt": "10.3.0.31"})
     for env in (H100, newer_trt, Environment(**{**ORIN.__dict__, "compute_capability": "8.6"})):
         with pytest.raises(EdgemlicError, match="engines run only where they were built") as error:
-            check_compatibility(fp, env, engine)
+            fp.check_compatibility(env, engine)
         assert f"edgemlic engine build {exported['int8']} --out {engine} --min-batch 1" in str(error.value)
         assert "\n" not in str(error.value)
 
@@ -113,11 +112,11 @@ def test_other_tensorrt_or_gpu_prints_the_rebuild_command(exported, tmp_path):
 def test_version_compatible_engines_run_on_later_tensorrt_only(exported, tmp_path):
     engine = fake_engine(tmp_path, exported["fp16"], flags=BuildFlags(version_compatible=True))
     fp = load_fingerprint(engine)
-    check_compatibility(fp, Environment(**{**ORIN.__dict__, "tensorrt": "10.16.0.1"}), engine)
+    fp.check_compatibility(Environment(**{**ORIN.__dict__, "tensorrt": "10.16.0.1"}), engine)
     with pytest.raises(EdgemlicError, match="at least as new.*--version-compatible"):
-        check_compatibility(fp, Environment(**{**ORIN.__dict__, "tensorrt": "10.2.0.19"}), engine)
+        fp.check_compatibility(Environment(**{**ORIN.__dict__, "tensorrt": "10.2.0.19"}), engine)
     with pytest.raises(EdgemlicError, match="built for TensorRT 10.3.0.30 on Orin"):
-        check_compatibility(fp, Environment(**{**H100.__dict__, "tensorrt": "10.16.0.1"}), engine)
+        fp.check_compatibility(Environment(**{**H100.__dict__, "tensorrt": "10.16.0.1"}), engine)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
@@ -181,9 +180,54 @@ def test_inspect_command_prints_the_fingerprint(exported, tmp_path, cli):
     assert code == 0
     assert "TensorRT 10.3.0.30" in out and "Orin (compute capability 8.7)" in out and "JetPack 6.x" in out
     assert "engine bytes match the fingerprint" in out and "cannot run here" in out
+    assert "TF32 off" in out and "no device-tree model" in out
+    agx = Environment(**{**ORIN.__dict__, "device_model": AGX_ORIN_KIT, "sm_count": 16,
+                         "total_memory_mib": 62841})  # fmt: skip
+    code, out, _ = cli(["engine", "inspect", fake_engine(tmp_path, exported["fp16"], env=agx)])
+    assert code == 0 and f"device      {AGX_ORIN_KIT}; Orin (compute capability 8.7, 16 SMs" in out
+    assert "62,841 MiB memory (64 GiB class)" in out and "TF32 off" in out
     code, out, _ = cli(["engine", "inspect", engine, "--json"])
-    assert json.loads(out) == inspect_engine(engine).fingerprint
+    assert json.loads(out) == json.loads(fingerprint_path(engine).read_text())
     assert inspect_engine(engine).integrity_ok
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"environment": {"sm_count": "16"}}, 'environment.sm_count is "16", not int | None'),
+        ({"flags": {"fp16": True}}, "flags has unknown fields ['fp16']"),
+        ({"engine": []}, "engine is [], not an object"),
+        ({"engine": {"bytes": True}}, "engine.bytes is true, not int"),
+        ({"profile": {"min_batch": 8, "opt_batch": 4}}, "min/opt/max = 8/4/32"),
+        ({"tf32": "no"}, 'tf32 is "no", not bool | None'),
+        ({"precision_check": {"layers": "many"}}, 'precision_check.layers is "many", not int'),
+        ({"precision": "fp16"}, "says precision 'fp16' but its model card says 'int8'"),
+        ({"dla": 0}, "unknown engine fingerprint fields ['dla']"),
+        ({"format_version": 0}, "fingerprint format 0 does not exist"),
+    ],
+)
+def test_malformed_fingerprints_are_one_line_naming_the_file(change, message, exported, tmp_path):
+    engine = fake_engine(tmp_path, exported["int8"])
+    fp_file = fingerprint_path(engine)
+    raw = json.loads(fp_file.read_text())
+    for key, value in change.items():
+        raw[key] = {**raw[key], **value} if isinstance(raw.get(key), dict) and value else value
+    fp_file.write_text(json.dumps(raw))
+    with pytest.raises(EdgemlicError) as error:
+        load_fingerprint(engine)
+    text = str(error.value)
+    assert text.startswith(f"{fp_file}: ") and message in text and "\n" not in text, text
+
+
+def test_inspect_reads_the_fingerprint_file_once(exported, tmp_path, monkeypatch):
+    engine = fake_engine(tmp_path, exported["int8"])
+    reads = []
+    read_text = Path.read_text
+    monkeypatch.setattr(
+        Path, "read_text", lambda self, *a, **k: reads.append(self) or read_text(self, *a, **k)
+    )
+    inspect_engine(engine)
+    assert reads.count(fingerprint_path(engine)) == 1
 
 
 @pytest.mark.parametrize(
@@ -304,15 +348,15 @@ def test_jetson_modules_that_look_alike_are_told_apart(
     here = probe(monkeypatch, jetson_tree(tmp_path / "here", release, runs_on[0]), runs_on[1])
     engine = fake_engine(tmp_path, exported["fp16"], env=built)
     fp = load_fingerprint(engine)
-    check_compatibility(fp, built, engine)
+    fp.check_compatibility(built, engine)
     with pytest.raises(EdgemlicError, match="engines run only where they were built") as error:
-        check_compatibility(fp, here, engine)
+        fp.check_compatibility(here, engine)
     message = str(error.value)
     assert differs in message and "\n" not in message
     assert f"rebuild here with `edgemlic engine build {exported['fp16']} --out {engine}" in message
     # the same module reporting a few hundred MiB less after an L4T update still runs the engine
     drifted = Environment(**{**built.__dict__, "total_memory_mib": built.total_memory_mib - 400})
-    check_compatibility(fp, drifted, engine)
+    fp.check_compatibility(drifted, engine)
 
 
 def test_fingerprints_without_the_new_facts_still_load(exported, tmp_path, monkeypatch):
@@ -323,13 +367,18 @@ def test_fingerprints_without_the_new_facts_still_load(exported, tmp_path, monke
     for fact in ("device_model", "sm_count", "total_memory_mib"):
         del raw["environment"][fact]
     del raw["tf32"]
+    raw["precision_check"] = {  # as format 1 wrote it, before the check read tensors instead of layer names
+        "requested": "int8", "layers": 30, "convolutions": {"int8": 20}, "layer_precisions": {"int8": 26},
+        "unknown": 0, "dla_layers": 0, "verified": True,
+    }  # fmt: skip
     fp_file.write_text(json.dumps({**raw, "format_version": 1}))
     fp = load_fingerprint(engine)
-    assert fp["environment"] == ORIN
+    assert fp.environment == ORIN and fp.format_version == 1 and fp.tf32 is None
+    assert fp.precision_check == PrecisionCheck("int8", True, 30, {"int8": 26})
     nano = probe(monkeypatch, jetson_tree(tmp_path, JETPACK6, ORIN_NANO_KIT), ORIN_NANO_8)
-    check_compatibility(fp, Environment(**{**nano.__dict__, "tensorrt": ORIN.tensorrt}), engine)
+    fp.check_compatibility(Environment(**{**nano.__dict__, "tensorrt": ORIN.tensorrt}), engine)
     with pytest.raises(EdgemlicError, match="rebuild here with"):
-        check_compatibility(fp, H100, engine)
+        fp.check_compatibility(H100, engine)
 
 
 def test_module_facts_and_tf32_are_in_the_key_and_the_fingerprint(exported, tmp_path):
