@@ -356,7 +356,7 @@ def _declared_precision(target: _Target) -> str:
         from edgemlic.runtime.engine_fingerprint import load_fingerprint
 
         with contextlib.suppress(EdgemlicError):
-            return load_fingerprint(target.artifact)["precision"]
+            return load_fingerprint(target.artifact).precision
     return "-"
 
 
