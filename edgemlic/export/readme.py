@@ -44,10 +44,10 @@ Written plainly, because engines are hardware-specific:
   stand-ins for TensorRT); the inspector JSON in TensorRT 10's and 11's layouts, DLA placement and the
   precision verdict (sample JSON in the documented format, not JSON from a real engine); these recipes;
   the one-line errors when TensorRT, Polygraphy or the GPU is missing.
-- **Not verified anywhere yet:** DLA builds on a Jetson Orin (that the inspector names DLA layers in
-  their LayerType is from a third-party dump, so a DLA build that finds none stops rather than
-  guessing), version-compatible engines across releases, and the engine budgets (FP32 5e-3, FP16 2e-2,
-  INT8 6e-2 in probability) on real engines.
+- **Not verified anywhere yet:** DLA builds on a Jetson Orin (no NVIDIA source says what the inspector
+  writes for a DLA layer, so a DLA build is refused only when every layer provably ran on the GPU and is
+  otherwise recorded as unconfirmed), version-compatible engines across releases, and the engine
+  budgets (FP32 5e-3, FP16 2e-2, INT8 6e-2 in probability) on real engines.
 """
 
 
@@ -102,21 +102,27 @@ engines are built **on the device**, from the ONNX files `edgemlic export` write
     edgemlic engine inspect model.int8.engine
     edgemlic predict model.int8.engine image.jpg
 
-It builds strongly typed from the graph (through NVIDIA's Polygraphy), checks with the engine
-inspector that the convolutions really run in the graph's precision (an engine that silently fell back
-to FP32 is an error), compares a few real images with ONNX Runtime, and writes `model.int8.engine` plus
-its fingerprint `model.int8.engine.json` (TensorRT, CUDA and GPU versions, JetPack release, profile,
-flags, SHA-256 of the ONNX and of the engine, the model card). The runtime refuses an engine whose bytes
-do not match its fingerprint or that was built for another TensorRT or GPU, and prints the command that
-rebuilds it. Building again with the same inputs reuses the engine; `--force` rebuilds. Loading an
-engine is loading executable code: only load engines you built or trust.
+It builds strongly typed from the graph (through NVIDIA's Polygraphy, TF32 off), checks with the engine
+inspector that at least half of the GPU layers take their inputs in the graph's precision (read from each
+layer's tensor data types, whatever the layer is called, since TensorRT 10.13+ and 11 fuse convolutions
+into Myelin kernels; an engine that silently fell back to FP32 is an error), compares a few real images
+with ONNX Runtime, and writes `model.int8.engine` plus its fingerprint `model.int8.engine.json`
+(TensorRT, CUDA and GPU versions, the Jetson module's device-tree model, SM count and memory, JetPack
+release, profile, flags, TF32, SHA-256 of the ONNX and of the engine, the model card). The runtime
+refuses an engine whose bytes do not match its fingerprint or that was built for another TensorRT or
+GPU, and prints the command that rebuilds it. Building again with the same inputs reuses the engine;
+`--force` rebuilds. Loading an engine is loading executable code: only load engines you built or trust.
 
 `--dla-core N` (Jetson AGX/NX Orin; Thor has no DLA) needs one batch size (`--min-batch 8 --opt-batch 8
 --max-batch 8`) and runs in FP16: on TensorRT 10 the FP32 or FP16 graph is built weakly typed with the
 FP16 flag, because the DLA build cannot be strongly typed there (NVIDIA/TensorRT#4228); on TensorRT 11
 the FP16 graph is required. An INT8 Q/DQ graph is refused for the DLA: its explicit quantization does
-not run there and every layer would fall back to the GPU. The build fails unless the engine inspector
-shows layers on the DLA. `--version-compatible` builds an engine that later TensorRT releases can also
+not run there and every layer would fall back to the GPU. The build fails when the engine inspector
+shows every layer running on the GPU (a CUDA kernel or a copy); when some layers show neither, the
+fingerprint records the DLA placement as unconfirmed, because no NVIDIA document says what the inspector
+writes for a DLA layer. TensorRT 11.0 to 11.4.0 have no DLA on Jetson (it returns in 11.4.1, on AGX Orin
+with JetPack 7.2.2+), so `--dla-core` is refused there and the recipes write no TensorRT 11 DLA script.
+`--version-compatible` builds an engine that later TensorRT releases can also
 run (slower, and it embeds host code, which is why only fingerprinted engines are loaded).
 
 ## By hand with trtexec
@@ -148,8 +154,8 @@ the DLA cannot run; a DLA engine is loaded with its core again:
 ```
 
 `--timingCacheFile` makes rebuilds on the same device fast. Adding `--exportLayerInfo=layers.json` writes
-the engine inspector's per-layer JSON, the information `edgemlic engine build` reads to check that the
-convolutions run where and in the precision asked. A version-compatible engine is loaded with
+the engine inspector's per-layer JSON, the information `edgemlic engine build` reads to check where the
+layers run and in which precision their inputs are. A version-compatible engine is loaded with
 `--versionCompatible` too (the scripts add it).
 
 ## Serving with Triton Inference Server

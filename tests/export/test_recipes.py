@@ -131,6 +131,10 @@ def test_export_readme_is_generated_from_the_recipes():
     readme = (REPO / "export" / "README.md").read_text(encoding="utf-8")
     assert readme == render_export_readme(), "regenerate: python -m edgemlic.export.readme export/README.md"
     assert "No TensorRT call has been run yet" in readme
+    # the prose says what the checks do: the precision from layers' tensors, not from convolutions
+    assert "GPU layers take their inputs in the graph's precision" in readme
+    assert "convolutions really run" not in readme and "convolutions run where" not in readme
+    assert "TensorRT 11.0 to 11.4.0 have no DLA on Jetson" in readme
 
 
 def test_recipes_command_writes_what_the_library_writes(exported, tmp_path, cli):
