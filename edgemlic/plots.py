@@ -97,6 +97,11 @@ def save_confusion_grid(per_class: list[dict], path: str | Path) -> None:
 
 def save_ap_bars(per_class: list[dict], path: str | Path) -> None:
     """Average precision per class, best first; a class with no positive has none and is marked."""
+    save_figure(draw_ap_bars(per_class), path)
+
+
+def draw_ap_bars(per_class: list[dict]):
+    """The AP bar chart as a figure; the mAP legend sits outside the axes, where no bar label can be."""
     rows = sorted(per_class, key=lambda row: -1.0 if row["ap"] is None else row["ap"], reverse=True)
     fig, ax = new_figure(figsize=(7, 0.9 + 0.32 * len(rows)))
     names = [row["class"] for row in rows]
@@ -113,12 +118,14 @@ def save_ap_bars(per_class: list[dict], path: str | Path) -> None:
         ax.axvline(
             float(np.mean(defined)), color="tab:red", linestyle="--", label=f"mAP {np.mean(defined):.3f}"
         )
-        ax.legend(fontsize=8, loc="lower right")
+        # Inside the axes any corner can cover a label (every AP near 1 fills the right-hand side).
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.12)
     ax.set_xlabel("average precision")
     ax.set_title("average precision per class")
-    save_figure(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def save_pr_curves(scores: np.ndarray, targets: np.ndarray, per_class: list[dict], path: str | Path) -> None:

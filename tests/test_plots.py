@@ -88,3 +88,22 @@ def test_plots_into_a_file_is_refused(tmp_path):
     (tmp_path / "taken").write_text("x")
     with pytest.raises(EdgemlicError, match="needs a folder"):
         save_evaluation_plots(small_evaluation(), tmp_path / "taken")
+
+
+def test_the_ap_legend_covers_no_bar_or_label():
+    from edgemlic.plots import draw_ap_bars
+
+    # Every AP near 1: the labels fill the right-hand side, where a legend in the axes would go.
+    # (A lower-right legend covered the last bar and its "0.994".)
+    rows = [{"class": f"class {i}", "ap": 0.999 - 0.001 * i} for i in range(6)]
+    figure = draw_ap_bars(rows)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (ax,) = figure.axes
+    legend = ax.get_legend().get_window_extent(renderer)
+    drawn = [text.get_window_extent(renderer) for text in ax.texts] + [
+        bar.get_window_extent(renderer) for bar in ax.patches
+    ]
+    assert len(ax.texts) == len(rows)
+    assert not [box for box in drawn if box.overlaps(legend)]
+    assert figure.bbox.contains(legend.x1 - 1, legend.y1 - 1)  # outside the axes, still on the page
