@@ -49,6 +49,13 @@ def export(
         str | None,
         typer.Option(help="INT8: split of --calib-data the budget is measured on (default: --calib-split)."),
     ] = None,
+    input_dtype: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            help="float32 (normalized NCHW) or uint8 (camera frames, NHWC bytes; normalized in the graph).",
+        ),
+    ] = "float32",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the export report here.")
     ] = None,
@@ -79,6 +86,7 @@ def export(
         max_float_layers=max_float_layers,
         budget=None if limits == (None, None, None) else int8_budget(*limits),
         held_out_split=holdout_split,
+        input_dtype=input_dtype,
     )
     console.print(format_report(result.report), soft_wrap=True, markup=False)
     if json_path:

@@ -3,7 +3,8 @@
 `export_model` is the one library entry point (`edgemlic export` wraps it). FP16 and INT8 start from
 the FP32 graph in the same folder, reused when its card says it came from the same checkpoint and it
 passes the FP32 gate again. Every file is written under a temporary name and renamed only once its
-gate has passed.
+gate has passed. A graph for camera frames (`input_dtype="uint8"`, `--input uint8`) is the float graph
+of its precision with the normalization moved inside (`onnx.with_uint8_input`), checked against it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgemlic.artifacts import checkpoint_file
-from edgemlic.card import PRECISIONS, ModelCard
+from edgemlic.card import INPUT_FORMATS, PRECISIONS, ModelCard
 from edgemlic.compare import Budget
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx import OPSET, Graph, read_card
@@ -36,10 +37,11 @@ class ExportResult:
     report_path: Path
 
 
-def artifact_name(precision: str, int8_target: str = "tensorrt") -> str:
-    """model.fp32.onnx, model.fp16.onnx, model.int8.onnx, or model.int8-cpu.onnx for the CPU form."""
+def artifact_name(precision: str, int8_target: str = "tensorrt", input_dtype: str = "float32") -> str:
+    """model.fp32.onnx, model.fp16.onnx, model.int8.onnx, or model.int8-cpu.onnx for the CPU form;
+    model.<that>.uint8-input.onnx for a graph that takes uint8 frames."""
     suffix = "int8-cpu" if precision == "int8" and int8_target == "cpu" else precision
-    return f"model.{suffix}.onnx"
+    return f"model.{suffix}{'.uint8-input' if input_dtype == 'uint8' else ''}.onnx"
 
 
 def export_model(
@@ -60,6 +62,7 @@ def export_model(
     max_float_layers: int = 0,
     budget: Budget | None = None,
     held_out_split: str | None = None,
+    input_dtype: str = "float32",
 ) -> ExportResult:
     """Export `checkpoint` to `out_dir/model.<precision>.onnx` and return the artifact and its report.
 
@@ -73,6 +76,10 @@ def export_model(
     the calibration split), keeping up to that many layers in float (`export.mixed`); when it cannot,
     nothing is written.
 
+    `input_dtype="uint8"` writes model.<precision>.uint8-input.onnx, which takes N x S x S x 3 uint8
+    crops (`images.preprocess` with its card) and normalizes them inside; its float twin is made the
+    same way in memory and the two must decide alike on the gate images.
+
     One pass: the checkpoint, each calibration image and a reused FP32 graph are read once, the
     reference outputs computed once, and each graph written once.
     """
@@ -84,6 +91,8 @@ def export_model(
     started = time.perf_counter()
     if precision not in PRECISIONS:
         raise EdgemlicError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if input_dtype not in INPUT_FORMATS:
+        raise EdgemlicError(f"input {input_dtype!r} is not one of {', '.join(INPUT_FORMATS)}")
     _check_int8_arguments(
         precision,
         calibration_data=calibration_data,
@@ -100,7 +109,7 @@ def export_model(
         held_out_split=held_out_split,
     )
     out_dir = Path(out_dir)
-    path = out_dir / artifact_name(precision, int8_target)
+    path = out_dir / artifact_name(precision, int8_target, input_dtype)
     payload = load_checkpoint(checkpoint)
     card, checkpoint_sha256 = payload["card"], payload["sha256"]
     model = build_model(payload, checkpoint)
@@ -176,6 +185,11 @@ def export_model(
             # FP16 and INT8 deltas are reported, not judged: parity owns their budgets. Only NaN or
             # infinite outputs (a broken conversion) stop the export here.
             final_gate = gate(fp32.scores, final.scores(batch), final.card, "fp32-onnx")
+            if input_dtype == "uint8":
+                final, report["input"] = _uint8_input_graph(final, tmp, batch, gate_sources)
+    if precision == "fp32" and input_dtype == "uint8":
+        with atomic_path(path) as tmp:
+            final, report["input"] = _uint8_input_graph(final, tmp, batch, gate_sources)
     if precision == "int8":
         if calibration_manifest is None:
             calibration_manifest = path.with_name(path.name.removesuffix(".onnx") + ".calibration.json")
@@ -269,6 +283,28 @@ def _convert_fp16(fp32: Graph, path: Path, checkpoint_sha256: str) -> Graph:
         fp16_converter=f"onnxconverter-common {onnxconverter_common.__version__}",
     )
     return convert_fp16(fp32, path, card)
+
+
+def _uint8_input_graph(
+    twin: Graph, path: Path, batch: np.ndarray, sources: list | None
+) -> tuple[Graph, dict[str, Any]]:
+    """Write the uint8-input version of the float graph `twin` to `path` and check that it decides like
+    the twin on the gate images (`batch` preprocessed for the twin); the twin's own gate then holds."""
+    from edgemlic.compare import compare_scores
+    from edgemlic.export.onnx import UINT8_INPUT_BUDGET, gate_batch, with_uint8_input, write_graph
+
+    graph = write_graph(with_uint8_input(twin.proto), path)
+    card = graph.card
+    twin_check = compare_scores(
+        twin.scores(batch), graph.scores(gate_batch(sources, card)), card.thresholds(), UINT8_INPUT_BUDGET
+    )
+    if not twin_check.passed:
+        raise EdgemlicError(
+            f"export gate failed for the uint8-input {card.precision} graph against its float-input twin on "
+            f"{twin_check.images} images: {'; '.join(twin_check.failures)}; no model was written"
+        )
+    pre = card.preprocessing
+    return graph, {"dtype": pre.input_dtype, "layout": pre.input_layout, "float_twin": twin_check.to_dict()}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ written once, and never read back to be hashed or run.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 
 from edgemlic import __version__
 from edgemlic.card import ModelCard
-from edgemlic.compare import budget, compare_scores
+from edgemlic.compare import Budget, budget, compare_scores
 from edgemlic.errors import EdgemlicError, first_line
 from edgemlic.images import ImageSource, preprocess_batch
 from edgemlic.io import sha256_bytes
@@ -35,6 +36,9 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 GATE_IMAGES = 32
 """Images the gates run (the first of the calibration list, which covers every class first)."""
+UINT8_INPUT_BUDGET = Budget(max_flip_rate=0.0, max_abs_diff=1e-5)
+"""A uint8-input graph against its float twin: the prefix computes the numbers `preprocess` computes,
+so nothing may move beyond float rounding in the network behind it."""
 
 
 @dataclass(frozen=True)
@@ -217,3 +221,57 @@ def export_fp32(model: Any, card: ModelCard, path: Path) -> Graph:
     assert [o.name for o in proto.graph.output] == [OUTPUT_NAME], proto.graph.output
     set_card(proto, card)
     return write_graph(proto, path)
+
+
+def with_uint8_input(proto: Any) -> Any:
+    """A copy of a float-input graph of any precision that takes uint8 N x S x S x 3 pixels.
+
+    In front of the network: Cast to float32, x (1/255), - mean, / std, Transpose to NCHW: the float32
+    operations of `images.normalize`, in its order and with its constants, so the network receives the
+    very numbers a float graph is given (TensorRT folds them into the first convolution).
+
+    The prefix is added to the finished graph of each precision, not to the FP32 graph before it is
+    converted: FP16 keeps the normalization in float32 ahead of its own input Cast, and INT8 is
+    calibrated, quantized and its float layers chosen exactly as for the float graph (from the same
+    calibration cache), since none of the prefix's ops is one INT8 quantizes; the network's first Q/DQ
+    pair stays where the float graph has it, on the normalized NCHW tensor. So the uint8 graph decides
+    like its float twin, which the export checks (UINT8_INPUT_BUDGET).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    card = card_of(proto, "float-input graph")
+    pre = card.preprocessing
+    assert pre.input_dtype == "float32", "the prefix goes in front of a float-input graph"
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    graph = model.graph
+    (image,) = graph.input
+    normalized = f"{INPUT_NAME}_normalized"
+    for node in graph.node:
+        node.input[:] = [normalized if name == INPUT_NAME else name for name in node.input]
+    size = pre.input_size
+    pixels = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [None, size, size, 3])
+    pixels.type.tensor_type.shape.dim[0].CopyFrom(image.type.tensor_type.shape.dim[0])  # the batch
+    graph.input.remove(image)
+    graph.input.append(pixels)
+    per_channel = (1, 1, 1, 3)  # broadcasts over N x S x S x 3
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.asarray(1.0 / 255.0, np.float32), "input_scale"),
+            numpy_helper.from_array(np.asarray(pre.mean, np.float32).reshape(per_channel), "input_mean"),
+            numpy_helper.from_array(np.asarray(pre.std, np.float32).reshape(per_channel), "input_std"),
+        ]
+    )
+    prefix = [
+        helper.make_node("Cast", [INPUT_NAME], ["input_float"], name="input_cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["input_float", "input_scale"], ["input_unit"], name="input_scale"),
+        helper.make_node("Sub", ["input_unit", "input_mean"], ["input_centred"], name="input_mean"),
+        helper.make_node("Div", ["input_centred", "input_std"], ["input_nhwc"], name="input_std"),
+        helper.make_node("Transpose", ["input_nhwc"], [normalized], name="input_nchw", perm=[0, 3, 1, 2]),
+    ]
+    for position, node in enumerate(prefix):
+        graph.node.insert(position, node)
+    frames = dataclasses.replace(pre, input_dtype="uint8", input_layout="NHWC")
+    set_card(model, card.replace(preprocessing=frames))
+    return model

@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: runs any exported graph (FP32, FP16 or Q/DQ INT8) on CPU or CUDA.
+"""ONNX Runtime backend: runs any exported graph (FP32, FP16 or Q/DQ INT8, float or uint8 input) on
+CPU or CUDA.
 
 The model card is read from the ONNX metadata through ONNX Runtime itself, so a deployment needs
 neither torch nor the onnx package. The card is checked against the graph's input and output when
@@ -16,6 +17,7 @@ from edgemlic.errors import EdgemlicError, first_line, import_optional
 from edgemlic.runtime.backend import Backend, parse_device
 
 CARD_METADATA_KEY = "edgemlic_card"
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
 
 
 def _providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
@@ -43,16 +45,27 @@ def read_card_metadata(metadata: dict[str, str], path: Path) -> ModelCard:
 
 
 def check_io_against_card(
-    path: Path, card: ModelCard, input_shape: list | tuple, output_shape: list | tuple
+    path: Path,
+    card: ModelCard,
+    input_shape: list | tuple,
+    output_shape: list | tuple,
+    input_dtype: str | None = None,
 ) -> None:
-    """The graph must take N x 3 x S x S and return N x classes as its card says (symbolic N allowed)."""
-    size, classes = card.preprocessing.input_size, card.num_classes
+    """The graph must take the card's input (N x 3 x S x S, or N x S x S x 3 for uint8 frames; symbolic
+    N allowed) and return N x classes; `input_dtype` ("float32", "uint8", ...) is checked when given."""
+    pre, classes = card.preprocessing, card.num_classes
     fixed_in = [d if isinstance(d, int) else None for d in input_shape]
     fixed_out = [d if isinstance(d, int) else None for d in output_shape]
-    if len(fixed_in) != 4 or fixed_in[1:] != [3, size, size]:
+    if len(fixed_in) != 4 or tuple(fixed_in[1:]) != pre.input_shape(1)[1:]:
+        wanted = " x ".join(str(d) for d in ("N", *pre.input_shape(1)[1:]))
         raise EdgemlicError(
-            f"{path}: the graph's input has shape {list(input_shape)}, its card says "
-            f"N x 3 x {size} x {size}; the model and its card do not belong together: export it again"
+            f"{path}: the graph's input has shape {list(input_shape)}, its card says {wanted}; the model "
+            "and its card do not belong together: export it again"
+        )
+    if input_dtype is not None and input_dtype != pre.input_dtype:
+        raise EdgemlicError(
+            f"{path}: the graph's input is {input_dtype}, its card says {pre.input_dtype}; the model and "
+            "its card do not belong together: export it again"
         )
     if len(fixed_out) != 2 or fixed_out[1] != classes:
         raise EdgemlicError(
@@ -115,7 +128,8 @@ class OnnxBackend(Backend):
         self.card = read_card_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         check_one_input_one_output(path, len(inputs), len(outputs))
-        check_io_against_card(path, self.card, inputs[0].shape, outputs[0].shape)
+        input_dtype = _ORT_TYPES.get(inputs[0].type, inputs[0].type)
+        check_io_against_card(path, self.card, inputs[0].shape, outputs[0].shape, input_dtype)
         self.min_batch, self.max_batch = batch_range(path, inputs[0].shape)
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self._input, self._output = inputs[0].name, outputs[0].name

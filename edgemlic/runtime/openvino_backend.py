@@ -54,7 +54,7 @@ class OpenVinoBackend(Backend):
         self.card = read_card_metadata(_metadata(model), path)
         check_one_input_one_output(path, len(model.inputs), len(model.outputs))
         (inp,), (out,) = model.inputs, model.outputs
-        check_io_against_card(path, self.card, _dims(inp), _dims(out))
+        check_io_against_card(path, self.card, _dims(inp), _dims(out), inp.get_element_type().to_dtype().name)
         self.min_batch, self.max_batch = batch_range(path, _dims(inp))
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": hint.upper(),

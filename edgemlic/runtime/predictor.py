@@ -26,7 +26,12 @@ class Prediction:
 
 
 class Predictor:
-    """Classify images with an artifact, applying the card's thresholds (or a global override)."""
+    """Classify images with an artifact, applying the card's thresholds (or a global override).
+
+    Images (files, bytes, HxWx3 uint8 frames) are resized and cropped by `images.preprocess`; for a
+    model exported with `--input uint8` the batches stay the crops' bytes, normalized inside the graph,
+    so the host neither converts to float nor moves four times the bytes.
+    """
 
     def __init__(
         self,

@@ -8,7 +8,8 @@ import torch
 
 from edgemlic.checkpoint import load_model
 from edgemlic.errors import EdgemlicError
-from edgemlic.images import decode_image, preprocess
+from edgemlic.export.onnx import with_uint8_input
+from edgemlic.images import decode_image, preprocess, preprocess_batch
 from edgemlic.runtime import Predictor, load_backend
 from edgemlic.runtime.loader import parse_onnx_variant, parse_torch_options
 
@@ -23,15 +24,32 @@ BACKENDS = [
     pytest.param(("openvino", "fp32"), id="openvino-fp32"),
     pytest.param(("openvino", "int8-cpu"), id="openvino-int8-cpu"),
     pytest.param(("openvino+throughput", "int8"), id="openvino-throughput-int8"),
+    pytest.param(("uint8", "fp32"), id="onnxruntime-uint8-fp32"),
+    pytest.param(("uint8:openvino", "int8-cpu"), id="openvino-uint8-int8-cpu"),
     pytest.param(("engine", None), id="tensorrt-fp16", marks=pytest.mark.tensorrt),
 ]
 """Every backend, with the options that change how it runs; the contract below holds for each."""
 
 
+@pytest.fixture(scope="module")
+def frames(exported, tmp_path_factory):
+    """uint8-input versions of two exported graphs, made as `edgemlic export --input uint8` makes them."""
+    out = tmp_path_factory.mktemp("frames")
+    paths = {}
+    for name in ("fp32", "int8-cpu"):
+        paths[name] = out / exported[name].name.replace(".onnx", ".uint8-input.onnx")
+        onnx.save(with_uint8_input(onnx.load(str(exported[name]))), str(paths[name]))
+    return paths
+
+
 @pytest.fixture(params=BACKENDS)
-def backend(request, tiny_checkpoint, exported, tmp_path):
+def backend(request, tiny_checkpoint, exported, frames, tmp_path):
     kind, options = request.param
-    if kind == "checkpoint":
+    if kind.startswith("uint8"):
+        variant = parse_onnx_variant(kind.partition(":")[2]) if ":" in kind else {}
+        with load_backend(frames[options], "cpu", **variant) as b:
+            yield b
+    elif kind == "checkpoint":
         with load_backend(tiny_checkpoint, "cpu", torch_options=parse_torch_options(options)) as b:
             yield b
     elif kind.startswith("openvino"):
@@ -116,6 +134,41 @@ def test_no_images_give_no_predictions(exported):
     with Predictor(exported["fp32"], device="cpu") as predictor:
         assert predictor.predict([]) == []
         assert predictor.scores([]).shape == (0, predictor.card.num_classes)
+
+
+@pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
+def test_input_dtype_and_layout_are_the_cards(exported, frames, val_images, backend_name):
+    """Pixels for a float graph or floats for a uint8 graph are refused, never converted silently."""
+    variant = parse_onnx_variant(backend_name)
+    with load_backend(frames["fp32"], "cpu", **variant) as backend:
+        pixels = preprocess_batch(val_images[:2], backend.card.preprocessing)
+        assert pixels.shape == (2, 32, 32, 3) and backend.infer(pixels).shape == (2, backend.card.num_classes)
+        with pytest.raises(
+            EdgemlicError, match="takes uint8 NHWC pixels and normalizes them itself, got float32"
+        ):
+            backend.infer(pixels.astype(np.float32))
+    with load_backend(exported["fp32"], "cpu", **variant) as backend:
+        with pytest.raises(EdgemlicError, match="takes normalized float32 NCHW input, got uint8"):
+            backend.infer(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+        with pytest.raises(EdgemlicError, match=r"shape N x 3 x 32 x 32 with N >= 1, got \(2, 32, 32, 3\)"):
+            backend.infer(pixels.astype(np.float32))
+
+
+@pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
+def test_a_card_that_lies_about_the_input_dtype_is_refused(exported, tmp_path, backend_name):
+    """A graph taking uint8 N x 3 x S x S (a Cast in front) under the float graph's card: only the dtype
+    disagrees with the card."""
+    model = onnx.load(str(exported["fp32"]))
+    for node in model.graph.node:
+        node.input[:] = ["images_float" if name == "images" else name for name in node.input]
+    model.graph.node.insert(
+        0, onnx.helper.make_node("Cast", ["images"], ["images_float"], to=onnx.TensorProto.FLOAT)
+    )
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    liar = tmp_path / "liar.onnx"
+    onnx.save(model, str(liar))
+    with pytest.raises(EdgemlicError, match="the graph's input is uint8, its card says float32"):
+        load_backend(liar, "cpu", **parse_onnx_variant(backend_name))
 
 
 def test_predictor_matches_a_direct_forward_pass(tiny_checkpoint, val_images):
