@@ -9,9 +9,20 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from edgemlic import __version__
+
+_option_type = getattr(TyperOption, "display_type_rich", None)
+
+
+def _flag_type(option: TyperOption, ctx) -> str | None:
+    """typer 0.29 shows a flag's type in help (`--json <bool>`) as if it took a value; a flag takes none."""
+    return None if option.is_flag else _option_type(option, ctx)
+
+
+if _option_type is not None:  # typer before 0.29 already leaves flags bare
+    TyperOption.display_type_rich = _flag_type
 
 COMMAND_ORDER = (
     "data",
