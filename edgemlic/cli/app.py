@@ -21,7 +21,7 @@ def _flag_type(option: TyperOption, ctx) -> str | None:
     return None if option.is_flag else _option_type(option, ctx)
 
 
-if _option_type is not None:  # typer before 0.29 already leaves flags bare
+if _option_type is not None:  # a typer without display_type_rich renders help its own way
     TyperOption.display_type_rich = _flag_type
 
 COMMAND_ORDER = (
