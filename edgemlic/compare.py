@@ -30,6 +30,9 @@ class Budget:
     max_flip_rate: float | None = None
     max_abs_diff: float | None = None
     """Largest absolute probability difference over every image and class."""
+    max_mean_abs_diff: float | None = None
+    """Mean absolute probability difference: a small, systematic shift of every score (another model)
+    moves the mean where quantization noise moves only a few scores far."""
 
     def __post_init__(self) -> None:
         """Every limit is a fraction (of decisions, of F1 or Jaccard, of a probability), checked here so
@@ -44,11 +47,14 @@ class Budget:
         return dataclasses.asdict(self)
 
 
+_INT8_SCORES = {"max_abs_diff": 0.5, "max_mean_abs_diff": 0.03}
+"""INT8's limits on score changes, the same at export and in parity (see the figures below)."""
+
 BUDGETS: dict[str, dict[str, Budget]] = {
     "export": {
-        "fp32": Budget(max_abs_diff=1e-4),
-        "fp16": Budget(),
-        "int8": Budget(),
+        "fp32": Budget(max_abs_diff=1e-4, max_mean_abs_diff=1e-5),
+        "fp16": Budget(max_abs_diff=0.02, max_mean_abs_diff=0.002),
+        "int8": Budget(max_flip_rate=0.1, **_INT8_SCORES),
     },
     "engine": {
         "fp32": Budget(max_abs_diff=5e-3),
@@ -56,25 +62,60 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "int8": Budget(max_abs_diff=6e-2),
     },
     "parity": {
-        "fp32": Budget(max_delta_f1=0.0, max_delta_jaccard=0.0, max_flip_rate=0.0, max_abs_diff=1e-4),
-        "fp16": Budget(max_delta_f1=0.005, max_delta_jaccard=0.005, max_flip_rate=0.005, max_abs_diff=0.02),
-        "int8": Budget(max_delta_f1=0.02, max_delta_jaccard=0.02, max_flip_rate=0.02, max_abs_diff=None),
+        "fp32": Budget(
+            max_delta_f1=0.0,
+            max_delta_jaccard=0.0,
+            max_flip_rate=0.0,
+            max_abs_diff=1e-4,
+            max_mean_abs_diff=1e-5,
+        ),
+        "fp16": Budget(
+            max_delta_f1=0.005,
+            max_delta_jaccard=0.005,
+            max_flip_rate=0.005,
+            max_abs_diff=0.02,
+            max_mean_abs_diff=0.002,
+        ),
+        "int8": Budget(max_delta_f1=0.02, max_delta_jaccard=0.02, max_flip_rate=0.02, **_INT8_SCORES),
     },
 }
 """Limits by stage and precision. Non-finite scores fail at every stage.
 
-| stage  | what is compared                         | fp32              | fp16              | int8         |
-|--------|------------------------------------------|-------------------|-------------------|--------------|
-| export | ONNX Runtime vs PyTorch, gate images      | max abs 1e-4      | reported only     | reported only|
-| engine | TensorRT vs ONNX Runtime, same graph      | max abs 5e-3      | max abs 2e-2      | max abs 6e-2 |
-| parity | artifact vs reference, a labelled split   | no flip, 1e-4     | 0.005 F1/J/flips, | 0.02 F1/J/   |
-|        |                                          |                   | max abs 0.02      | flips        |
+| stage  | what is compared                       | fp32            | fp16             | int8                |
+|--------|----------------------------------------|-----------------|------------------|---------------------|
+| export | ONNX Runtime vs PyTorch (fp32), vs the | max 1e-4,       | max 0.02,        | flips 0.1, max 0.5, |
+|        | FP32 graph (fp16, int8), gate images   | mean 1e-5       | mean 0.002       | mean 0.03           |
+| engine | TensorRT vs ONNX Runtime, same graph   | max 5e-3        | max 2e-2         | max 6e-2            |
+| parity | artifact vs reference, labelled split  | no flip, max    | 0.005 F1/J/flips,| 0.02 F1/J/flips,    |
+|        |                                        | 1e-4, mean 1e-5 | max 0.02,        | max 0.5, mean 0.03  |
+|        |                                        |                 | mean 0.002       |                     |
 
-Export: the same graph in FP32 only re-orders float operations; FP16 and INT8 deltas are reported
-there and judged by parity, which owns their budgets. Engine: FP32 engines may use TF32 convolutions
-(TensorRT's default on Ampere and later), hence not 1e-5. Parity: FP16 keeps about three decimal
-digits, so only decisions sitting at a threshold flip; INT8 moves single probabilities by several
-hundredths, so only its effect on the decisions is limited.
+"max" is the largest |probability difference| over every image and class, "mean" its mean.
+
+Export: the FP32 graph only re-orders float operations. FP16 and INT8 are judged against the FP32 graph
+on images calibration did not use; the INT8 gate stops a calibration gone wrong (ranges 1000x too wide:
+flips 0.30, mean 0.32), its flip limit is looser than parity's because it counts few decisions (32
+images). Engine: FP32 engines may use TF32 convolutions (TensorRT's default on Ampere and later), hence
+not 1e-5; its limits are not re-measured here (no TensorRT on the machine that set the others).
+
+The score limits rest on these figures against the PyTorch checkpoint (benchmarks/score_limits.py):
+resnet_tiny at 32 px on 400 generated images x 6 classes, trained as the tests train it (3 epochs; 30 epochs,
+until it memorises its split), and on the 158 coco-mini val2017 photos x 12 classes (6 epochs on train2017):
+
+| max / mean |dp| (flips)            | synthetic, 3 epochs   | synthetic, 30 epochs  | coco-mini            |
+|-------------------------------------|-----------------------|-----------------------|----------------------|
+| FP16                                | 1.1e-3 / 1e-4 (0)     | 8.4e-4 / 6e-5 (0.1%)  | 8e-5 / 1e-6 (0)      |
+| INT8, TensorRT and CPU forms        | 0.078 / 0.010 (1.7%)  | 0.049 / 0.004 (0.5%)  | 0.176 / 2e-4 (0)     |
+| another training (seed 1)           | 0.998 / 0.424 (50%)   | 0.879 / 0.143 (16%)   | 1.0 / 0.079 (7.9%)   |
+| INT8, ranges 1000x too wide         | 0.50 / 0.32 (30%)     | 0.51 / 0.37 (64%)     | 0.50 / 0.49 (gate)   |
+| weights moved 1 % of their spread   | 0.036 / 0.004 (0.5%)  | 0.024 / 0.002 (0.3%)  | 0.028 / 4e-5 (0)     |
+| its INT8                            | 0.093 / 0.011 (1.2%)  | 0.062 / 0.004 (0.5%)  | 0.061 / 1.5e-4 (0)   |
+
+The limits sit about 3 times above the healthy figures (the largest change is a tail figure that grows with
+the data) and under the others: the mean catches another model and a calibration gone wrong, the largest
+change a model that disagrees wildly on a few images. A model fine-tuned a little further (the last two rows)
+is as close as INT8 noise and no score limit can tell it apart: parity refuses it by its provenance
+(parity.descends).
 """
 
 
@@ -134,6 +175,7 @@ _LIMITED = {
     "max_delta_jaccard": "delta_jaccard",
     "max_flip_rate": "flip_rate",
     "max_abs_diff": "max_abs_diff",
+    "max_mean_abs_diff": "mean_abs_diff",
 }
 
 

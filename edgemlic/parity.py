@@ -10,6 +10,11 @@ explicit (`passed`), so `edgemlic parity` can gate a deployment.
 
 Decisions use the reference card's thresholds (or one global override) for every backend: parity
 measures the numerics of the artifact, not a difference in threshold settings.
+
+Parity also checks what it compares: every artifact must descend from the reference, i.e. record in its
+card the SHA-256 of the checkpoint the reference is (or was exported from). A model fine-tuned a few
+steps further decides within INT8's tolerance of the original, so the budgets alone cannot tell it
+from a faithful export. `cross_model=True` compares such artifacts anyway and labels them.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgemlic import checks
-from edgemlic.artifacts import artifact_kind
+from edgemlic.artifacts import artifact_kind, checkpoint_file
 from edgemlic.card import ModelCard
 from edgemlic.compare import BUDGETS, Budget, Comparison, compare_scores
 from edgemlic.errors import EdgemlicError
@@ -52,6 +57,8 @@ class ParityRow:
     precision: str
     comparison: Comparison
     """Against the reference; the reference row compares with itself and has no budget."""
+    cross_model: bool = False
+    """True when the artifact does not descend from the reference (compared with `cross_model=True`)."""
 
     @property
     def passed(self) -> bool:
@@ -62,6 +69,7 @@ class ParityRow:
             "artifact": self.artifact,
             "backend": self.backend,
             "precision": self.precision,
+            "cross_model": self.cross_model,
             **self.comparison.to_dict(),
         }
 
@@ -81,6 +89,11 @@ class ParityReport:
         """True when every artifact is within its budget."""
         return all(row.passed for row in self.artifacts)
 
+    @property
+    def cross_model(self) -> bool:
+        """True when some artifact does not descend from the reference."""
+        return any(row.cross_model for row in self.artifacts)
+
     def failures(self) -> list[str]:
         """ "ARTIFACT: METRIC VALUE exceeds LIMIT BUDGET", one line per exceeded limit of every artifact."""
         return [f"{row.artifact}: {failure}" for row in self.artifacts for failure in row.comparison.failures]
@@ -94,6 +107,7 @@ class ParityReport:
             "classes": list(self.classes),
             "thresholds": list(self.thresholds),
             "passed": self.passed,
+            "cross_model": self.cross_model,
             "reference": self.reference.to_dict(),
             "artifacts": [row.to_dict() for row in self.artifacts],
         }
@@ -116,6 +130,48 @@ def check_same_model_inputs(reference: ModelCard, card: ModelCard, artifact: str
             )
 
 
+def checkpoint_hashes(path: str | Path, card: ModelCard) -> frozenset[str]:
+    """The SHA-256s of the checkpoints `path` is known to come from: a checkpoint's own file hash and any
+    checkpoint its card names, an exported artifact's recorded `checkpoint_sha256`."""
+    from edgemlic.io import sha256_file
+
+    hashes = {card.provenance.get("checkpoint_sha256")}
+    if artifact_kind(path) == "checkpoint":
+        hashes.add(sha256_file(checkpoint_file(path)))
+    return frozenset(h for h in hashes if h)
+
+
+def descends(
+    reference: str | Path,
+    reference_hashes: frozenset[str],
+    artifact: str | Path,
+    card: ModelCard,
+    cross_model: bool = False,
+) -> bool:
+    """Whether `artifact` (with `card`) comes from the same checkpoint as the reference.
+
+    When it does not, that is a one-line EdgemlicError unless `cross_model` asks to compare two models,
+    in which case the answer is False and the caller labels the comparison.
+    """
+    hashes = checkpoint_hashes(artifact, card)
+    if hashes & reference_hashes:
+        return True
+    if cross_model:
+        return False
+    theirs = ", ".join(sorted(h[:12] for h in reference_hashes)) or "none recorded"
+    if not hashes:
+        raise EdgemlicError(
+            f"{artifact}: its card records no checkpoint (provenance.checkpoint_sha256), so it cannot be "
+            f"shown to come from the reference {reference} (checkpoint {theirs}); export it with `edgemlic "
+            "export`, or pass --cross-model to compare two models"
+        )
+    raise EdgemlicError(
+        f"{artifact}: exported from checkpoint {', '.join(sorted(h[:12] for h in hashes))}, not from the "
+        f"reference {reference} (checkpoint {theirs}); compare it with the checkpoint it came from, or "
+        "pass --cross-model to compare two models"
+    )
+
+
 def run_parity(
     reference: str | Path,
     artifacts: Sequence[str | Path],
@@ -126,13 +182,15 @@ def run_parity(
     device: str = "auto",
     batch_size: int = 32,
     onnx_variants: Sequence[str] = ("onnxruntime",),
+    cross_model: bool = False,
 ) -> ParityReport:
     """Compare each artifact with the reference on every image of `split` with the card's classes.
 
     `reference` is a checkpoint or any other artifact; `budgets` maps a precision to its Budget
     (missing precisions take DEFAULT_BUDGETS). A budget overrun is a failed verdict, not an error; an
-    artifact that cannot be compared (missing, unreadable, another model) raises EdgemlicError. Each
-    .onnx artifact is compared once per entry of `onnx_variants` ("onnxruntime", "openvino", ...).
+    artifact that cannot be compared (missing, unreadable, other classes or preprocessing, or not
+    exported from the reference's checkpoint unless `cross_model`) raises EdgemlicError. Each .onnx
+    artifact is compared once per entry of `onnx_variants` ("onnxruntime", "openvino", ...).
     """
     from edgemlic.data.coco import load_coco_split
     from edgemlic.images import iter_preprocessed
@@ -155,6 +213,11 @@ def run_parity(
             backends.append(_open_artifact(Path(artifact), device, options))
             check_same_model_inputs(backends[0].card, backends[-1].card, artifact)
         card = backends[0].card
+        lineage = checkpoint_hashes(reference, card)
+        related = [True] + [
+            descends(reference, lineage, artifact, backend.card, cross_model)
+            for (artifact, _), backend in zip(runs[1:], backends[1:], strict=True)
+        ]
         data = load_coco_split(Path(coco_root), split, card.classes)
         sources = [sample.path for sample in data.samples]
         outputs: list[list[np.ndarray]] = [[] for _ in backends]
@@ -174,12 +237,14 @@ def run_parity(
             backend.name,
             backend.precision,
             compare_scores(reference_scores, scores, thresholds, budget, targets),
+            cross_model=not same,
         )
-        for (artifact, _), backend, scores, budget in zip(
+        for (artifact, _), backend, scores, budget, same in zip(
             runs,
             backends,
             (reference_scores, *artifact_scores),
             (None, *(budgets[b.precision] for b in backends[1:])),
+            related,
             strict=True,
         )
     ]

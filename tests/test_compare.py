@@ -26,7 +26,12 @@ def test_task_deltas_need_and_use_the_labels():
     result = compare_scores(REFERENCE, flipped, THRESHOLDS, budget("parity", "int8"), targets)
     assert result.flip_rate == 0.25 and result.micro_f1 == pytest.approx(2 / 3)
     assert result.delta_micro_f1 == pytest.approx(2 / 3 - 1) and result.delta_jaccard == pytest.approx(-0.5)
-    assert {f.split()[0] for f in result.failures} == {"|delta_micro_f1|", "|delta_jaccard|", "flip_rate"}
+    assert {f.split()[0] for f in result.failures} == {
+        "|delta_micro_f1|",
+        "|delta_jaccard|",
+        "flip_rate",
+        "mean_abs_diff",  # 0.4 of one score is 0.1 on average over four: far past INT8's mean limit
+    }
     with pytest.raises(EdgemlicError, match="needs the true labels"):
         compare_scores(REFERENCE, flipped, THRESHOLDS, budget("parity", "int8"))
 
@@ -58,3 +63,25 @@ def test_budget_share_is_the_figure_furthest_over_its_limit():
     assert flipped.budget_share == pytest.approx(0.5)  # flips 0.25 of 0.5 outweigh 0.15 of 1
     assert compare_scores(REFERENCE, REFERENCE + 0.01, THRESHOLDS, Budget(max_abs_diff=0)).budget_share > 1e6
     assert compare_scores(REFERENCE, REFERENCE + 0.01, THRESHOLDS).budget_share == 0
+
+
+def test_every_precision_limits_every_score_measure():
+    """Parity and the export gate limit the largest and the mean score change of every precision."""
+    for stage in ("export", "parity"):
+        for precision, limits in BUDGETS[stage].items():
+            assert limits.max_abs_diff is not None and limits.max_mean_abs_diff is not None, (
+                stage,
+                precision,
+            )
+
+
+def test_a_shift_of_every_score_fails_int8_without_a_flip():
+    """Another model moves every score a little: no decision flips, the mean change gives it away."""
+    shifted = compare_scores(
+        REFERENCE, REFERENCE + 0.05, THRESHOLDS, budget("parity", "int8"), REFERENCE > 0.5
+    )
+    assert shifted.flip_rate == 0 and shifted.delta_micro_f1 == 0
+    assert shifted.failures == ("mean_abs_diff 0.05 exceeds max_mean_abs_diff 0.03",)
+    noisy = REFERENCE.copy()
+    noisy[0, 0] += 0.05  # quantization noise: one score moves, the mean stays small
+    assert compare_scores(REFERENCE, noisy, THRESHOLDS, budget("parity", "int8"), REFERENCE > 0.5).passed

@@ -159,8 +159,10 @@ def test_figures_match_a_direct_computation(report, learned_checkpoint, artifact
 
 
 def test_budget_overrides_apply_to_every_artifact(learned_checkpoint, artifacts, synth_root):
-    loose = budgets_with_overrides(max_delta_f1=1.0, max_delta_jaccard=1.0, max_flip_rate=1.0)
-    assert loose["fp32"].max_abs_diff == DEFAULT_BUDGETS["fp32"].max_abs_diff
+    loose = budgets_with_overrides(
+        max_delta_f1=1.0, max_delta_jaccard=1.0, max_flip_rate=1.0, max_abs_diff=1.0, max_mean_abs_diff=1.0
+    )
+    assert loose["fp32"].max_delta_f1 == 1.0 and loose["fp32"].max_mean_abs_diff == 1.0
     result = run_parity(learned_checkpoint, [artifacts["blank_int8"]], synth_root, "train2017", budgets=loose)
     assert result.passed
     strict = budgets_with_overrides(max_abs_diff=0.0)

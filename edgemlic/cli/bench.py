@@ -44,6 +44,8 @@ def print_cells(cells, title: str) -> None:
         facts = [f"{first.backend} {kind(first)} on {first.device}", _f(first.size_mb, ".1f") + " MB"]
         if first.micro_f1 is not None:
             facts.append(f"micro-F1 {first.micro_f1:.4f}")
+        if first.cross_model:
+            facts.append("cross-model: another checkpoint")
         console.print()
         errors = {cell.error for cell in group if cell.error}
         if len(errors) == 1 and all(cell.error for cell in group):  # it did not open
@@ -130,6 +132,9 @@ def bench(
     peak: Annotated[
         bool, typer.Option(help="Measure this machine's INT8/FP32 peaks first; show each CPU cell's share.")
     ] = False,
+    cross_model: Annotated[
+        bool, typer.Option(help="With --coco-root: bench artifacts of other checkpoints too, labelled.")
+    ] = False,
 ) -> None:
     """Time each artifact at each batch size; a cell that cannot run shows why and the sweep goes on."""
     from edgemlic.bench import run_bench, save_plot
@@ -151,6 +156,7 @@ def bench(
         coco_root=coco_root,
         split=split,
         peak=peak,
+        cross_model=cross_model,
     )
     env = report.environment
     machine = f"{env['cpu']} ({env['usable_cores']} cores)" + (f", {env['gpu']}" if env["gpu"] else "")

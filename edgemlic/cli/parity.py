@@ -37,8 +37,9 @@ def print_report(report) -> None:
     for row in report.artifacts:
         c = row.comparison
         verdict = "[green]pass[/green]" if row.passed else "[red]FAIL[/red]"
+        other = ", [yellow]cross-model[/yellow]: another checkpoint" if row.cross_model else ""
         console.print()
-        console.print(f"{escape(Path(row.artifact).name)} ({row.backend} {row.precision}): {verdict}")
+        console.print(f"{escape(Path(row.artifact).name)} ({row.backend} {row.precision}{other}): {verdict}")
         console.print(
             f"  micro-F1 {_f(c.micro_f1)}{_delta(c.delta_micro_f1)}  Jaccard {_f(c.jaccard)}"
             f"{_delta(c.delta_jaccard)}  mAP {_f(c.mAP)}{_delta(c.delta_mAP)}",
@@ -72,17 +73,25 @@ def parity(
         float | None, typer.Option(help="Budget label flip rate, all artifacts.")
     ] = None,
     max_abs_diff: Annotated[float | None, typer.Option(help="Budget max |delta probability|.")] = None,
+    max_mean_abs_diff: Annotated[float | None, typer.Option(help="Budget mean |delta probability|.")] = None,
     device: str = "auto",
     backends: Annotated[
         str, typer.Option(help="What runs the .onnx artifacts, comma-separated: onnxruntime, openvino.")
     ] = "onnxruntime",
     batch_size: int = 32,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the parity report as JSON.")] = None,
+    cross_model: Annotated[
+        bool, typer.Option(help="Compare artifacts of another checkpoint too, labelled cross-model.")
+    ] = False,
 ) -> None:
     """Score the same real images with the reference and each artifact; exit 1 if any is over budget.
 
+    Each artifact must come from the reference's checkpoint (its card records that checkpoint's SHA-256);
+    another model is refused unless --cross-model, which compares it and labels it so.
+
     Default budgets by precision: fp32 no flips and max |delta p| <= 1e-4; fp16 |delta F1|, |delta
-    Jaccard| and flip rate <= 0.005; int8 the same <= 0.02 (see edgemlic.parity.DEFAULT_BUDGETS).
+    Jaccard| and flip rate <= 0.005, max |delta p| <= 0.02; int8 the same <= 0.02, max |delta p| <= 0.5;
+    mean |delta p| <= 1e-5, 0.002, 0.03 (see edgemlic.compare.BUDGETS and the figures behind them).
     """
     from edgemlic.io import write_json
     from edgemlic.parity import budgets_with_overrides, run_parity
@@ -94,10 +103,11 @@ def parity(
         max_delta_jaccard=max_delta_jaccard,
         max_flip_rate=max_flip_rate,
         max_abs_diff=max_abs_diff,
+        max_mean_abs_diff=max_mean_abs_diff,
     )
     variants = comma_list("--backends", backends, "onnxruntime")
     report = run_parity(
-        reference, artifacts, coco_root, split, budgets, threshold, device, batch_size, variants
+        reference, artifacts, coco_root, split, budgets, threshold, device, batch_size, variants, cross_model
     )
     print_report(report)
     if json_path:
