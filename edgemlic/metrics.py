@@ -5,7 +5,9 @@ Conventions, stated once:
 - every 0/0 gives 0.0 (micro and per-class precision, recall and F1, as scikit-learn's `zero_division=0`),
   except the sample Jaccard of an image with no true and no predicted label, which is 1.0
   (scikit-learn's `jaccard_score(..., average="samples", zero_division=1)`);
-- a class with no positive has no average precision: its `ap` is None and mAP leaves it out.
+- a class with no positive has no average precision: its `ap` is None and mAP leaves it out;
+- in average precision, tied scores are one threshold step (scikit-learn's `average_precision_score`),
+  and scores within SCORE_RESOLUTION of the next one down count as tied.
 
 Everything returned is plain Python (float, int, str, list, dict, None), ready for `json.dumps`.
 """
@@ -19,6 +21,9 @@ import numpy as np
 from edgemlic.errors import EdgemlicError
 
 DEFAULT_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SCORE_RESOLUTION = 1e-6
+"""Scores this close rank as tied in AP: FP32 backends of one model agree to about 2e-6, so a finer
+order is the backend's rounding, not the model's judgement."""
 
 
 def multilabel_metrics(
@@ -153,15 +158,19 @@ def precision_recall_curve(scores: np.ndarray, targets: np.ndarray) -> tuple[np.
     """Precision and recall at each distinct score, highest first.
 
     Tied scores form one threshold, as in scikit-learn: a tie enters the curve as a single point, so
-    its order within the sort cannot change the curve or the average precision.
+    its order within the sort cannot change the curve or the average precision. Scores that differ by
+    no more than SCORE_RESOLUTION from their neighbour in the ranking count as tied: such differences
+    are the rounding in which two backends of one model disagree (a degenerate model with every score
+    within 1e-7 would otherwise rank its images by that noise, and ONNX Runtime against PyTorch would
+    move mAP by 0.06 at a max |dp| of 5e-8).
     """
     positive = np.asarray(targets).astype(bool)
     if not positive.any():
         raise EdgemlicError("precision-recall curve: the class has no positive, so recall is undefined")
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    ranked = np.asarray(scores)[order]
+    ranked = np.asarray(scores, np.float64)[order]
     cum_tp = np.cumsum(positive[order])
-    ends = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
+    ends = np.flatnonzero(np.append(ranked[:-1] - ranked[1:] > SCORE_RESOLUTION, True))
     return cum_tp[ends] / (ends + 1), cum_tp[ends] / positive.sum()
 
 

@@ -186,3 +186,38 @@ def test_sweep_and_ap_input_errors():
         threshold_sweep(np.zeros((1, 1)), np.zeros((1, 1)), thresholds=())
     with pytest.raises(EdgemlicError, match="1-D"):
         average_precision(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_average_precision_with_ties_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    targets = rng.random(500) < 0.2
+    # Three distinct values only: nearly every score is tied, the case where a sort order would matter.
+    scores = rng.choice([0.1, 0.4, 0.7], size=500) + 0.2 * targets * (rng.random(500) < 0.5)
+    shuffled = rng.permutation(500)
+    expected = skm.average_precision_score(targets, scores)
+    assert average_precision(scores, targets) == pytest.approx(expected, abs=1e-12)
+    assert average_precision(scores[shuffled], targets[shuffled]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rounding_noise_between_backends_does_not_move_ap():
+    """A degenerate model: every image scores 0.0123 for the class. One backend gives exactly that,
+    another adds float32 rounding noise of a few 1e-8; neither has anything to rank by."""
+    from edgemlic.compare import compare_scores
+
+    rng = np.random.default_rng(0)
+    targets = (rng.random((200, 3)) < 0.1).astype(np.int64)
+    targets[0] = 1
+    reference = np.full((200, 3), 0.0123, np.float32)
+    noisy = (reference + rng.uniform(-5e-8, 5e-8, reference.shape)).astype(np.float32)
+    expected = np.mean([skm.average_precision_score(targets[:, c], reference[:, c]) for c in range(3)])
+    assert multilabel_metrics(reference, targets)["mAP"] == pytest.approx(expected)
+    assert multilabel_metrics(noisy, targets)["mAP"] == pytest.approx(expected)
+    comparison = compare_scores(reference, noisy, np.full(3, 0.5), targets=targets)
+    assert comparison.max_abs_diff < 1e-7 and comparison.delta_mAP == pytest.approx(0.0, abs=1e-12)
+
+
+def test_scores_a_resolution_apart_still_rank():
+    # 2e-6 apart is more than the resolution: the positive above the negative gives AP 1.
+    assert average_precision([0.500002, 0.5], [1, 0]) == 1.0
+    assert average_precision([0.5000005, 0.5], [1, 0]) == 0.5
