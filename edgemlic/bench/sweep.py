@@ -165,8 +165,8 @@ def run_bench(
     images: Sequence[str | Path] | None = None,
     peak: bool = False,
     machine: Machine | None = None,
-) -> BenchReport:
     cross_model: bool = False,
+) -> BenchReport:
     """Time every artifact (each checkpoint once per PyTorch variant, each .onnx once per backend variant)
     at every batch size.
 
@@ -190,10 +190,10 @@ def run_bench(
     if threads is not None:
         checks.thread_count("threads", threads)
     targets = _targets(artifacts, torch_variants, onnx_variants)
+    others = _other_models(targets, cross_model) if coco_root is not None else set()
     seconds = DEFAULT_SECONDS if iters is None and seconds is None else seconds
 
     with tempfile.TemporaryDirectory(prefix="edgemlic-bench-") as tmp:
-    others = _other_models(targets, cross_model) if coco_root is not None else set()
         if coco_root is None:
             paths = [Path(p) for p in images] if images else _generated_images(Path(tmp))
             if not paths:
@@ -242,16 +242,6 @@ def _targets(
     return targets
 
 
-def _measure_target(target: _Target, settings: _Settings, paths: list[Path]) -> list[BenchCell]:
-    """Open the artifact once, score it (with a dataset), then measure each batch size."""
-    file = checkpoint_file(target.artifact)
-    template = BenchCell(
-        artifact=str(target.artifact),
-        backend=target.options.get("backend", BACKEND_NAMES[target.kind]),
-        variant=target.variant,
-        precision=_declared_precision(target),
-        device=settings.device,
-        batch=0,
 def _other_models(targets: list[_Target], cross_model: bool) -> set[Path]:
     """The artifacts that do not descend from the first one's checkpoint; refused unless `cross_model`.
 
@@ -290,6 +280,16 @@ def _recorded_card(path: Path) -> ModelCard:
     return read_card_metadata({p.key: p.value for p in model.metadata_props}, path)
 
 
+def _measure_target(target: _Target, settings: _Settings, paths: list[Path]) -> list[BenchCell]:
+    """Open the artifact once, score it (with a dataset), then measure each batch size."""
+    file = checkpoint_file(target.artifact)
+    template = BenchCell(
+        artifact=str(target.artifact),
+        backend=target.options.get("backend", BACKEND_NAMES[target.kind]),
+        variant=target.variant,
+        precision=_declared_precision(target),
+        device=settings.device,
+        batch=0,
         mode=settings.mode,
         size_mb=round(file.stat().st_size / 1e6, 2),
         checkpoint_sha256=None,
