@@ -4,7 +4,7 @@
 
 The layers are the most damaging ones of the sensitivity table that the mixed export measured on the
 random-weight ResNet-50 (its CPU form), in that order. Both graphs of a pair run in ONNX Runtime at
-batch 1 with spinning off, alternating (`edgemlic.export.mixed.compare_speed`). Writes
+batch 1 with spinning off, alternating with the FP32 graph (`edgemlic.export.mixed.compare_speed`). Writes
 results/float_layer_cost.json and prints it.
 """
 
@@ -36,7 +36,7 @@ def main() -> None:
         plain = onnx.load(folder / name)
         for count in (1, 4, 8):
             mixed = keep_in_float(plain, fp32, MOST_DAMAGING[:count], target)
-            rows.append({"graph": name, "float_layers": count, **compare_speed(plain, mixed, photo)})
+            rows.append({"graph": name, "float_layers": count, **compare_speed(fp32, plain, mixed, photo)})
             print(rows[-1], flush=True)
     write_json(
         Path(__file__).parent / "results" / "float_layer_cost.json", {"layers": MOST_DAMAGING, "rows": rows}

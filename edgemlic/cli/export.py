@@ -49,6 +49,10 @@ def export(
         str | None,
         typer.Option(help="INT8: split of --calib-data the budget is measured on (default: --calib-split)."),
     ] = None,
+    keep_missed_budget: Annotated[
+        bool,
+        typer.Option(help="INT8 with float layers: write it even if its verdict misses the budget."),
+    ] = False,
     input_dtype: Annotated[
         str,
         typer.Option(
@@ -86,6 +90,7 @@ def export(
         max_float_layers=max_float_layers,
         budget=None if limits == (None, None, None) else int8_budget(*limits),
         held_out_split=holdout_split,
+        keep_missed_budget=keep_missed_budget,
         input_dtype=input_dtype,
     )
     console.print(format_report(result.report), soft_wrap=True, markup=False)

@@ -2,14 +2,17 @@
 
 `export_model` is the one library entry point (`edgemlic export` wraps it). FP16 and INT8 start from
 the FP32 graph in the same folder, reused when its card says it came from the same checkpoint and it
-passes the FP32 gate again. Every file is written under a temporary name and renamed only once its
-gate has passed. A graph for camera frames (`input_dtype="uint8"`, `--input uint8`) is the float graph
+passes the FP32 gate again. Every file is written under a temporary name beside its place and moved
+there only once the whole export has passed every gate, so a refused export leaves the folder as it was.
+The gates judge every precision by its export budget (compare.BUDGETS); INT8 on images calibration did
+not use. A graph for camera frames (`input_dtype="uint8"`, `--input uint8`) is the float graph
 of its precision with the normalization moved inside (`onnx.with_uint8_input`), checked against it.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from edgemlic.card import INPUT_FORMATS, PRECISIONS, ModelCard
 from edgemlic.compare import Budget
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx import OPSET, Graph, read_card
-from edgemlic.io import atomic_path, check_output_file, check_output_folder, write_json, write_text
+from edgemlic.io import atomic_path, check_output_file, check_output_folder
 
 __all__ = ["ExportResult", "artifact_name", "export_model", "read_card"]
 
@@ -62,6 +65,7 @@ def export_model(
     max_float_layers: int = 0,
     budget: Budget | None = None,
     held_out_split: str | None = None,
+    keep_missed_budget: bool = False,
     input_dtype: str = "float32",
 ) -> ExportResult:
     """Export `checkpoint` to `out_dir/model.<precision>.onnx` and return the artifact and its report.
@@ -74,7 +78,8 @@ def export_model(
     With `max_float_layers` > 0, INT8 must meet `budget` (default: parity's INT8 F1 and flip limits)
     against the FP32 graph on labelled images calibration did not use (of `held_out_split`, by default
     the calibration split), keeping up to that many layers in float (`export.mixed`); when it cannot,
-    nothing is written.
+    or when the layers chosen miss the budget on the verdict half of those images, nothing is written
+    (`keep_missed_budget` writes a graph that missed its verdict anyway, its card saying so).
 
     `input_dtype="uint8"` writes model.<precision>.uint8-input.onnx, which takes N x S x S x 3 uint8
     crops (`images.preprocess` with its card) and normalizes them inside; its float twin is made the
@@ -107,6 +112,7 @@ def export_model(
         max_float_layers=max_float_layers,
         budget=budget,
         held_out_split=held_out_split,
+        keep_missed_budget=keep_missed_budget,
     )
     out_dir = Path(out_dir)
     path = out_dir / artifact_name(precision, int8_target, input_dtype)
@@ -126,34 +132,42 @@ def export_model(
         from edgemlic.export.mixed import held_out_images
 
         held_out = held_out_images(
-            calibration_data, held_out_split or calibration_split, card, calibration.paths, seed
+            calibration_data, held_out_split or calibration_split, card, calibration.paths, seed, budget
         )
     check_output_folder(out_dir)  # the inputs are good: now the place, before minutes of work
     if calibration_manifest is not None:
         check_output_file(calibration_manifest)
-    gate_sources = list(gate_images) if gate_images else list(calibration.images) if calibration else None
+    gate_sources, gate_source = _gate_sources(
+        gate_images, calibration, calibration_data, calibration_split, card, seed
+    )
     batch = gate_batch(gate_sources, card)
     expected = pytorch_scores(model, batch)
 
-    fp32 = _fp32_graph(model, card, out_dir / artifact_name("fp32"), checkpoint_sha256, expected, batch)
-    report: dict[str, Any] = {
-        "artifact": str(path),
-        "precision": precision,
-        "checkpoint": str(checkpoint_file(checkpoint)),
-        "checkpoint_sha256": checkpoint_sha256,
-        "opset": OPSET,
-        "fp32": {
-            "path": str(fp32.graph.path),
-            "reused": fp32.reused,
-            "size_bytes": fp32.graph.path.stat().st_size,
-            "gate": fp32.gate,
-        },
-    }
+    # Every file goes to a temporary name beside its place and is moved there only when the whole
+    # export has passed: a refusal at any step leaves the folder as it was.
+    with contextlib.ExitStack() as staging:
+        fp32 = _fp32_graph(
+            model, card, out_dir / artifact_name("fp32"), checkpoint_sha256, expected, batch, staging
+        )
+        report: dict[str, Any] = {
+            "artifact": str(path),
+            "precision": precision,
+            "checkpoint": str(checkpoint_file(checkpoint)),
+            "checkpoint_sha256": checkpoint_sha256,
+            "opset": OPSET,
+            "gate_images": gate_source,
+            "fp32": {
+                "path": str(out_dir / artifact_name("fp32")),
+                "reused": fp32.reused,
+                "size_bytes": fp32.graph.path.stat().st_size,
+                "gate": fp32.gate,
+            },
+        }
 
-    if precision == "fp32":
-        final, final_gate = fp32.graph, fp32.gate
-    else:
-        with atomic_path(path) as tmp:
+        if precision == "fp32":
+            final, final_gate = fp32.graph, fp32.gate
+        else:
+            tmp = staging.enter_context(atomic_path(path))
             if precision == "fp16":
                 final = _convert_fp16(fp32.graph, tmp, checkpoint_sha256)
             else:
@@ -178,41 +192,79 @@ def export_model(
                 final = quantized.graph
                 if held_out is not None:
                     choice = _mixed_precision(
-                        fp32.graph, final, card8, int8_target, held_out, budget, max_float_layers, tmp
+                        fp32.graph,
+                        final,
+                        card8,
+                        int8_target,
+                        held_out,
+                        budget,
+                        max_float_layers,
+                        tmp,
+                        keep_missed_budget,
                     )
                     final = choice.graph
                     report["mixed"] = choice.record
-            # FP16 and INT8 deltas are reported, not judged: parity owns their budgets. Only NaN or
-            # infinite outputs (a broken conversion) stop the export here.
+            # Judged by the export budget of the precision (compare.BUDGETS): NaN, a broken conversion or
+            # INT8 ranges far off on images calibration did not use stop the export with nothing written.
             final_gate = gate(fp32.scores, final.scores(batch), final.card, "fp32-onnx")
             if input_dtype == "uint8":
                 final, report["input"] = _uint8_input_graph(final, tmp, batch, gate_sources)
-    if precision == "fp32" and input_dtype == "uint8":
-        with atomic_path(path) as tmp:
+        if precision == "fp32" and input_dtype == "uint8":
+            tmp = staging.enter_context(atomic_path(path))
             final, report["input"] = _uint8_input_graph(final, tmp, batch, gate_sources)
-    if precision == "int8":
-        if calibration_manifest is None:
-            calibration_manifest = path.with_name(path.name.removesuffix(".onnx") + ".calibration.json")
-        write_text(calibration_manifest, calibration.manifest_text)
-        report["int8_target"] = int8_target
-        report["calibration"] = {
-            "manifest": str(calibration_manifest),
-            "manifest_sha256": calibration.manifest_sha256,
-            "method": calibration_method,
-            "images": len(calibration.paths),
-            "cache_hit": quantized.cache_hit,
-            "cache_file": str(quantized.cache_file),
-        }
+        if precision == "int8":
+            if calibration_manifest is None:
+                calibration_manifest = path.with_name(path.name.removesuffix(".onnx") + ".calibration.json")
+            staging.enter_context(atomic_path(calibration_manifest)).write_text(
+                calibration.manifest_text, encoding="utf-8"
+            )
+            report["int8_target"] = int8_target
+            report["calibration"] = {
+                "manifest": str(calibration_manifest),
+                "manifest_sha256": calibration.manifest_sha256,
+                "method": calibration_method,
+                "images": len(calibration.paths),
+                "cache_hit": quantized.cache_hit,
+                "cache_file": str(quantized.cache_file),
+                "cache_rejected": quantized.cache_problem,
+            }
 
-    report_path = path.with_name(path.name.removesuffix(".onnx") + ".export.json")
-    report |= {
-        "graph": graph_summary(final.proto, path),
-        "gate": final_gate,
-        "seconds": round(time.perf_counter() - started, 2),
-        "report": str(report_path),
-    }
-    write_json(report_path, report)
+        report_path = path.with_name(path.name.removesuffix(".onnx") + ".export.json")
+        report |= {
+            "graph": graph_summary(final.proto, final.path),
+            "gate": final_gate,
+            "seconds": round(time.perf_counter() - started, 2),
+            "report": str(report_path),
+        }
+        staging.enter_context(atomic_path(report_path)).write_text(
+            json.dumps(report, indent=2) + "\n", encoding="utf-8"
+        )
     return ExportResult(path, final.card, report, report_path)
+
+
+def _gate_sources(
+    gate_images: Sequence[str | Path] | None,
+    calibration: Any,
+    calibration_data: str | Path | None,
+    split: str,
+    card: ModelCard,
+    seed: int,
+) -> tuple[list | None, str]:
+    """The images every gate runs on, and where they come from: the given ones; for INT8, images of the
+    calibration split that calibration did not use (ranges judged on the images they came from would
+    hide how far off they are), or the calibration images when there are no others (an image list);
+    else generated images."""
+    from edgemlic.export.int8 import held_out_gate_images
+
+    if gate_images:
+        return list(gate_images), "given"
+    if calibration is None:
+        return None, "generated"
+    if calibration_data is not None:
+        held_out = held_out_gate_images(calibration_data, split, card, calibration.paths, seed)
+        if held_out:
+            return held_out, f"held-out {split}"
+    return list(calibration.images), "calibration (not held-out)"
 
 
 @dataclass(frozen=True)
@@ -225,12 +277,19 @@ class _Fp32:
 
 
 def _fp32_graph(
-    model: Any, card: ModelCard, path: Path, checkpoint_sha256: str, expected: np.ndarray, batch: np.ndarray
+    model: Any,
+    card: ModelCard,
+    path: Path,
+    checkpoint_sha256: str,
+    expected: np.ndarray,
+    batch: np.ndarray,
+    staging: contextlib.ExitStack,
 ) -> _Fp32:
     """The FP32 graph of this checkpoint, gated against PyTorch's `expected` scores.
 
     A graph already at `path` is reused when its card names this checkpoint and it passes the same gate
     a fresh export must pass, so a graph changed after export is never derived from: it is replaced.
+    A fresh graph stays at its temporary name in `staging` until the export succeeds.
     """
     from edgemlic.export.onnx import artifact_card, export_fp32, gate
 
@@ -240,11 +299,9 @@ def _fp32_graph(
     import torch
 
     fp32_card = artifact_card(card, "fp32", checkpoint_sha256, exporter=f"torch {torch.__version__}")
-    with atomic_path(path) as tmp:
-        graph = export_fp32(model, fp32_card, tmp)
-        scores = graph.scores(batch)
-        fp32_gate = gate(expected, scores, fp32_card, "pytorch")
-    return _Fp32(dataclasses.replace(graph, path=path), scores, fp32_gate, reused=False)
+    graph = export_fp32(model, fp32_card, staging.enter_context(atomic_path(path)))
+    scores = graph.scores(batch)
+    return _Fp32(graph, scores, gate(expected, scores, fp32_card, "pytorch"), reused=False)
 
 
 def _reusable_fp32(
@@ -322,6 +379,7 @@ def _mixed_precision(
     budget: Budget | None,
     max_float_layers: int,
     path: Path,
+    keep_missed: bool,
 ) -> _Mixed:
     """Keep the fewest layers in float for the budget to hold, and write that graph to `path`."""
     import json
@@ -331,12 +389,12 @@ def _mixed_precision(
 
     budget = budget or int8_budget()
     choice = choose_float_layers(
-        fp32.proto, int8.proto, target, *held_out, card.thresholds(), budget, max_float_layers
+        fp32.proto, int8.proto, target, *held_out, card.thresholds(), budget, max_float_layers, keep_missed
     )
     provenance = {
         "int8_float_layers": ",".join(choice.float_layers),
         "int8_budget": json.dumps({k: v for k, v in budget.to_dict().items() if v is not None}),
-        "int8_budget_verdict": "met" if choice.verdict["mixed"]["passed"] else "missed",
+        "int8_budget_verdict": "met" if choice.verdict_met else "missed",
     }
     set_card(choice.model, card.replace(provenance={**card.provenance, **provenance}))
     return _Mixed(write_graph(choice.model, path), choice.to_dict())
@@ -355,6 +413,7 @@ _INT8_OPTIONS = {
     "max_float_layers": "--max-float-layers",
     "budget": "the budget (--max-delta-f1, --max-flip-rate, --max-abs-diff)",
     "held_out_split": "--holdout-split",
+    "keep_missed_budget": "--keep-missed-budget",
 }
 """export_model's INT8-only arguments and the command-line options that set them."""
 
@@ -390,7 +449,7 @@ def _check_int8_arguments(precision: str, **given: Any) -> None:
             "choosing float layers needs labelled held-out images: calibrate with --calib-data COCO_ROOT "
             "(calibration_data), not an image list"
         )
-    search_only = [name for name in ("budget", "held_out_split") if name in changed]
+    search_only = [name for name in ("budget", "held_out_split", "keep_missed_budget") if name in changed]
     if search_only and not given["max_float_layers"]:
         raise EdgemlicError(
             f"{_INT8_OPTIONS[search_only[0]]} applies to the search for float layers only; add "

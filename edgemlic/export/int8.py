@@ -17,8 +17,10 @@ quantizing the Sigmoid made the largest probability difference 2.7 times larger)
 
 Calibration images are chosen deterministically and class-balanced and listed with their SHA-256 in a
 manifest (calib/README.md). The calibrated tensor ranges are cached under a key of everything that
-determines them; quantization then always reads them back from that file, so the cached path is the
-one that runs every time.
+determines them, with the SHA-256 of the content. A cache file is used only after every check passes
+(its hash, its key, one finite, ordered range for every calibrated tensor); anything else counts as no
+cache: the ranges are calibrated again and the report says why the file was not used. Hit or miss,
+quantization reads the same checked ranges.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -41,7 +44,7 @@ from edgemlic.data.coco import CocoSplit, Sample, load_coco_split
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx import INPUT_NAME, Graph, check_graph, load_graph, set_card
 from edgemlic.images import ImageSource, iter_preprocessed
-from edgemlic.io import sha256_bytes
+from edgemlic.io import sha256_bytes, write_json
 
 CALIBRATION_METHODS = ("percentile", "entropy", "minmax")
 """The first is the default: as accurate as min-max on the test model, robust to a single outlier
@@ -49,6 +52,8 @@ image, and fast. ORT's entropy search is pure Python (0.1 s per tensor at 512 bi
 INT8_TARGETS = ("tensorrt", "cpu")
 MANIFEST_FORMAT = "edgemlic-calibration-manifest"
 MANIFEST_VERSION = 1
+CACHE_FORMAT = "edgemlic-calibration-cache"
+CACHE_VERSION = 1
 QUANTIZED_OP_TYPES = (
     "Conv",
     "Gemm",
@@ -201,6 +206,20 @@ def image_list_calibration_set(images: Sequence[str | Path], card: ModelCard, me
     return CalibrationSet(tuple(paths), tuple(images), json.dumps(manifest, indent=2) + "\n")
 
 
+def held_out_gate_images(
+    root: str | Path, split: str, card: ModelCard, calibration_paths: Sequence[Path], seed: int = 0
+) -> list[Path]:
+    """Up to GATE_IMAGES images of the split that calibration did not use (none when it used them all),
+    so the INT8 gate judges the ranges on images they were not computed from."""
+    from edgemlic.export.onnx import GATE_IMAGES
+
+    used = {p.resolve() for p in calibration_paths}
+    samples = load_coco_split(Path(root), split, card.classes, keep_negatives=True).samples
+    left = [s.path for s in samples if s.path.resolve() not in used]
+    order = np.random.default_rng(seed).permutation(len(left))
+    return [left[i] for i in order[:GATE_IMAGES]]
+
+
 def _read_image(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -311,17 +330,127 @@ def calibrate_ranges(
     return TensorsData(_method_enum(method), ranges)
 
 
-def _usable_cache(path: Path, method: str) -> bool:
-    """A cache file is used only if ORT's own loader reads it back with the expected method."""
-    from onnxruntime.quantization import load_tensors_data
+def calibrated_tensors(fp32: Any) -> set[str]:
+    """The tensors ORT's calibrator collects a range for: the float inputs and outputs of every node of
+    a calibrated op type (as its `select_tensors_to_calibrate` picks them), so a cache can be checked
+    against the graph without running it."""
+    import onnx
 
+    inferred = onnx.shape_inference.infer_shapes(fp32)
+    graph = inferred.graph
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*graph.value_info, *graph.output, *graph.input)
+        if v.type.HasField("tensor_type")
+    }
+    weights = {t.name for t in graph.initializer}
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    return {
+        name
+        for node in graph.node
+        if node.op_type in QUANTIZED_OP_TYPES
+        for name in (*node.input, *node.output)
+        if types.get(name) in floats and name not in weights
+    }
+
+
+@dataclass(frozen=True)
+class CacheRead:
+    """What a calibration cache file gave: validated ranges, or None and why it was not used."""
+
+    ranges: Any
+    problem: str | None = None
+    """One line when a file was there and is not used (None for a plain miss or a hit)."""
+
+
+def _cache_content(key: dict[str, Any], ranges: dict[str, list[float]]) -> dict[str, Any]:
+    return {"key": key, "ranges": ranges}
+
+
+def _content_sha256(content: dict[str, Any]) -> str:
+    return sha256_bytes(json.dumps(content, sort_keys=True).encode("utf-8"))
+
+
+def cache_record(key: dict[str, Any], ranges: Any) -> dict[str, Any]:
+    """The cache file's JSON: the key, each tensor's [lowest, highest] and the SHA-256 of both.
+
+    float32 -> float64 -> JSON text -> float32 is exact, so a hit quantizes exactly as the miss did.
+    """
+    content = _cache_content(
+        key,
+        {
+            name: [np.asarray(v).item() for v in data.range_value]
+            for name, data in sorted(ranges.data.items())
+        },
+    )
+    return {"format": CACHE_FORMAT, "version": CACHE_VERSION, **content, "sha256": _content_sha256(content)}
+
+
+def read_cache(path: Path, key: dict[str, Any], tensors: set[str], method: str) -> CacheRead:
+    """The ranges of a cache file after every check, or no ranges and the first problem found.
+
+    Nothing in it is trusted: its own hash must match its content, its key the key asked for, and every
+    calibrated tensor needs one finite [lowest, highest] pair with lowest <= highest.
+    """
     if not path.is_file():
-        return False
+        return CacheRead(None)
     try:
-        ranges = load_tensors_data(path)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return ranges.calibration_method == _method_enum(method) and len(ranges.data) > 0
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return CacheRead(None, f"unreadable ({type(e).__name__})")
+    problem = _cache_problem(record, key, tensors)
+    return CacheRead(None, problem) if problem else CacheRead(_tensors_data(record, method))
+
+
+def _tensors_data(record: dict[str, Any], method: str) -> Any:
+    """ORT's form of a cache record's ranges: what quantization reads, on a hit and on a miss alike."""
+    from onnxruntime.quantization import TensorData, TensorsData
+
+    ranges = {
+        name: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+        for name, (lo, hi) in record["ranges"].items()
+    }
+    return TensorsData(_method_enum(method), ranges)
+
+
+def _cache_problem(record: Any, key: dict[str, Any], tensors: set[str]) -> str | None:
+    if not isinstance(record, dict) or record.get("format") != CACHE_FORMAT:
+        return "not an edgemlic calibration cache"
+    if record.get("version") != CACHE_VERSION:
+        return f"cache version {record.get('version')!r}, not {CACHE_VERSION}"
+    content = _cache_content(record.get("key"), record.get("ranges"))
+    if record.get("sha256") != _content_sha256(content):
+        return "its content does not match its recorded SHA-256 (edited or damaged)"
+    if _key_hash(record["key"]) != _key_hash(key):  # as JSON: the key's tuples come back as lists
+        return "made for another model, image set or calibrator"
+    ranges = record["ranges"]
+    if not isinstance(ranges, dict):
+        return f"ranges are a {type(ranges).__name__}, not a mapping of tensor names"
+    missing, extra = sorted(tensors - set(ranges)), sorted(set(ranges) - tensors)
+    if missing:
+        return f"no range for tensor {missing[0]!r}" + (
+            f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        )
+    if extra:
+        return f"a range for {extra[0]!r}, which the graph does not calibrate"
+    for name, pair in ranges.items():
+        numbers = isinstance(pair, list) and len(pair) == 2
+        if not numbers or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair):
+            return f"the range of {name!r} is {json.dumps(pair)[:40]}, not [lowest, highest]"
+        if not all(math.isfinite(v) for v in pair):
+            return f"the range of {name!r} is not finite ({pair})"
+        if pair[0] > pair[1]:
+            return f"the range of {name!r} has lowest {pair[0]:g} above highest {pair[1]:g}"
+    return None
+
+
+def _write_cache(path: Path, record: dict[str, Any]) -> None:
+    try:
+        write_json(path, record)
+    except EdgemlicError as e:
+        raise EdgemlicError(
+            f"{e}: the calibration cache; set EDGEMLIC_CACHE_DIR to a writable folder"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -331,6 +460,8 @@ class Int8Result:
     cache_file: Path
     cache_hit: bool
     key: dict[str, Any]
+    cache_problem: str | None = None
+    """Why a cache file that was there was not used (then calibrated again and replaced)."""
 
 
 def quantize_int8(
@@ -351,16 +482,14 @@ def quantize_int8(
 
     key = calibration_key(fp32.sha256, calibration.manifest_sha256, card.preprocessing, method, target)
     cache_file = (cache or cache_dir()) / f"{_key_hash(key)}.json"
-    hit = _usable_cache(cache_file, method)
-    if not hit:
-        ranges = calibrate_ranges(fp32.path, calibration.images, card.preprocessing, method, target)
-        try:
-            save_tensors_data(ranges, cache_file)  # writes a temporary file and renames it
-        except OSError as e:
-            raise EdgemlicError(
-                f"{cache_file.parent}: cannot write the calibration cache ({e.strerror or e}); "
-                "set EDGEMLIC_CACHE_DIR to a writable folder"
-            ) from None
+    cached = read_cache(cache_file, key, calibrated_tensors(fp32.proto), method)
+    ranges = cached.ranges
+    if ranges is None:
+        record = cache_record(
+            key, calibrate_ranges(fp32.path, calibration.images, card.preprocessing, method, target)
+        )
+        _write_cache(cache_file, record)
+        ranges = _tensors_data(record, method)
 
     tensorrt = target == "tensorrt"
     extra_options = {
@@ -372,12 +501,14 @@ def quantize_int8(
     source = onnx.ModelProto()
     source.CopyFrom(fp32.proto)
     set_card(source, card)  # the quantizer keeps the metadata, so the graph is written once, card inside
-    with _quiet_quantizer():
+    with tempfile.TemporaryDirectory(prefix="edgemlic-quant-") as tmp, _quiet_quantizer():
+        ranges_file = Path(tmp) / "ranges.json"  # the checked ranges, in the form ORT's quantizer reads
+        save_tensors_data(ranges, ranges_file)
         quantize_static(
             source,
             path,
             None,
-            calibration_cache_path=cache_file,
+            calibration_cache_path=ranges_file,
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OP_TYPES),
             per_channel=True,
@@ -389,4 +520,4 @@ def quantize_int8(
         )
     graph = load_graph(path)
     check_graph(graph.proto, path)
-    return Int8Result(graph, cache_file, hit, key)
+    return Int8Result(graph, cache_file, cached.ranges is not None, key, cached.problem)

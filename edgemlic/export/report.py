@@ -49,14 +49,20 @@ def format_report(report: dict[str, Any]) -> str:
             f"{calibration['manifest']} (sha256 {calibration['manifest_sha256'][:12]}), "
             f"cache {'hit' if calibration['cache_hit'] else 'miss'}"
         )
+        if calibration.get("cache_rejected"):
+            lines.append(
+                f"  calibration cache {calibration['cache_file']} not used "
+                f"({calibration['cache_rejected']}); calibrated again"
+            )
     if report.get("mixed"):
         lines += _mixed_lines(report["mixed"], report.get("int8_target"))
     gates = [report["gate"]]
     if report["precision"] != "fp32" and fp32.get("gate"):
         gates.insert(0, fp32["gate"])
+    source = f" {report['gate_images']}" if report.get("gate_images") else ""
     for gate in gates:
         lines.append(
-            f"  gate vs {gate['reference']} on {gate['images']} images: "
+            f"  gate vs {gate['reference']} on {gate['images']}{source} images: "
             f"max abs diff {gate['max_abs_diff']:.3g}, mean {gate['mean_abs_diff']:.3g}, "
             f"flips {100 * gate['flip_rate']:.2f}%"
         )
@@ -86,12 +92,35 @@ def _mixed_lines(mixed: dict[str, Any], target: str | None) -> list[str]:
         f"    verdict, {verdict['plain']['images']} other images: plain INT8 {said(verdict['plain'])}; "
         f"mixed {said(verdict['mixed'])}: budget {'met' if mixed['verdict_met'] else 'MISSED'}",
     ]
+    judged = verdict["mixed"]
+    if "flip_rate_ci95" in judged:
+        low, high = judged["flip_rate_ci95"]
+        lines.append(
+            f"    verdict flips {judged['flips']} of {judged['decisions']} decisions, 95% interval "
+            f"{100 * low:.2f}-{100 * high:.2f}%"
+        )
+        if not judged["judgeable"]:
+            lines.append(
+                f"    WARNING: {judged['decisions']} decisions cannot judge a flip budget of "
+                f"{100 * mixed['budget']['max_flip_rate']:g}% (that needs {judged['decisions_needed']} or "
+                "more): add held-out images (--holdout-split)"
+            )
     if mixed["speed"]:
         speed = mixed["speed"]
         lines.append(
             f"    speed ({speed['backend']}): {speed['mixed_images_per_s']:.1f} images/s, "
             f"{speed['mixed_share']:.2f} of plain INT8's {speed['plain_images_per_s']:.1f}"
+            + (
+                f", {speed['mixed_vs_fp32']:.2f} of FP32's {speed['fp32_images_per_s']:.1f}"
+                if "fp32_images_per_s" in speed
+                else ""
+            )
         )
+        if speed.get("slower_than_fp32"):
+            lines.append(
+                "    WARNING: the mixed graph is slower than the FP32 graph it replaces on this CPU; "
+                "deploy FP32 here, or fewer float layers"
+            )
     if mixed["sensitivity"]:
         worst = "; ".join(f"{row['layer']} {said(row)}" for row in mixed["sensitivity"][:3])
         lines.append(f"    most damaging layers (INT8 with only that layer in float): {worst}")

@@ -1,6 +1,8 @@
 """INT8 export: class-balanced calibration manifests, Q/DQ graphs for TensorRT and the CPU, the cache."""
 
+import hashlib
 import json
+import math
 
 import numpy as np
 import onnx
@@ -14,6 +16,8 @@ from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
 from edgemlic.errors import EdgemlicError
 from edgemlic.export import export_model, read_card
 from edgemlic.export import int8 as int8_export
+from edgemlic.export.onnx import set_card
+from edgemlic.export.report import format_report
 from edgemlic.images import preprocess_batch
 from edgemlic.io import sha256_file
 from edgemlic.runtime.onnx_backend import OnnxBackend
@@ -177,31 +181,148 @@ def test_cache_is_reused_only_when_everything_matches(
     rebuilt = export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, calibration_method="minmax")
     assert len(passes) == 4 and not rebuilt.report["calibration"]["cache_hit"]
     assert rebuilt.path.read_bytes() == first_bytes
+    said = [line for line in format_report(rebuilt.report).splitlines() if "not used" in line]
+    assert said == [
+        f"  calibration cache {cache_file} not used (unreadable (JSONDecodeError)); calibrated again"
+    ]
 
 
-def test_blank_calibration_images_make_a_bad_model(
+def test_blank_calibration_images_are_refused_by_the_gate(
     tiny_checkpoint, out_dir, synth_root, val_images, tmp_path
 ):
-    """What parity must catch: ranges from flat images of the dataset mean clip every real activation."""
+    """Ranges from flat images of the dataset mean clip every real activation: export refuses the graph
+    on images calibration did not use, and what the good export wrote stays as it was."""
     blank = []
     for i in range(2):
         blank.append(tmp_path / f"blank{i}.jpg")
         Image.new("RGB", (64, 64), (124, 116, 104)).save(blank[-1])
     good = export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, gate_images=val_images)
-    bad = export_int8(
-        tiny_checkpoint,
-        tmp_path / "bad",
-        synth_root,
-        tmp_path,
-        calibration_images=blank,
-        gate_images=val_images,
+    assert good.report["gate"]["passed"] and good.report["gate_images"] == "given"
+    written = {p: p.read_bytes() for p in (good.path, tmp_path / "manifest.json", good.report_path)}
+    with pytest.raises(EdgemlicError, match="export gate failed for the int8 graph") as error:
+        export_int8(
+            tiny_checkpoint, out_dir, synth_root, tmp_path, calibration_images=blank, gate_images=val_images
+        )
+    assert "mean_abs_diff" in str(error.value) and "\n" not in str(error.value)
+    assert {p: p.read_bytes() for p in written} == written
+
+
+def _too_wide(calibrate):
+    """`calibrate_ranges` with every range 1000 times too wide: a calibration wildly off."""
+    from onnxruntime.quantization import TensorData, TensorsData
+
+    def widened(*args):
+        ranges = calibrate(*args)
+        wide = {
+            name: TensorData(lowest=d.range_value[0] * 1000, highest=d.range_value[1] * 1000)
+            for name, d in ranges.data.items()
+        }
+        return TensorsData(ranges.calibration_method, wide)
+
+    return widened
+
+
+def test_a_calibration_far_off_is_refused_with_nothing_written(
+    tiny_checkpoint, exported, synth_root, tmp_path, monkeypatch
+):
+    """The gate runs on held-out images; the refusal leaves the folder byte for byte as it was, the
+    FP32 graph of another export included (it would have been replaced by a successful one)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = onnx.load(exported["fp32"])  # a graph this export cannot reuse: its card names another checkpoint
+    set_card(stale, read_card(exported["fp32"]).replace(provenance={"checkpoint_sha256": "0" * 64}))
+    onnx.save_model(stale, out / "model.fp32.onnx")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(int8_export, "calibrate_ranges", _too_wide(int8_export.calibrate_ranges))
+    with pytest.raises(
+        EdgemlicError, match="export gate failed for the int8 graph against fp32-onnx"
+    ) as error:
+        export_model(tiny_checkpoint, out, "int8", calibration_data=synth_root, calibration_count=COUNT)
+    assert "flip_rate" in str(error.value) and "no model was written" in str(error.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def _rehashed(record):
+    """The cache record with its SHA-256 made to match its content, as a careful forger would."""
+    content = {"key": record.get("key"), "ranges": record.get("ranges")}
+    return record | {"sha256": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()}
+
+
+def _set(record, **changes):
+    return _rehashed(record | changes)
+
+
+def _ranges(record, **changes):
+    ranges = {k: v for k, v in (record["ranges"] | changes).items() if v is not None}
+    return _rehashed(record | {"ranges": ranges})
+
+
+@pytest.fixture(scope="module")
+def quantization(exported, synth_root, tmp_path_factory):
+    """What quantize_int8 takes for the FP32 graph of tiny_checkpoint, its graph and its cache record."""
+    from edgemlic.export.onnx import artifact_card, load_graph
+
+    fp32 = load_graph(exported["fp32"])
+    calibration = int8_export.coco_calibration_set(synth_root, "train2017", fp32.card, 16, "minmax")
+    card = artifact_card(fp32.card, "int8", fp32.card.provenance["checkpoint_sha256"])
+    folder = tmp_path_factory.mktemp("quantization")
+    first = int8_export.quantize_int8(
+        fp32, folder / "first.onnx", card, calibration, "minmax", "tensorrt", folder / "cache"
     )
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["selection"] == "given list" and [e["file"] for e in manifest["images"]] == [
-        "blank0.jpg",
-        "blank1.jpg",
-    ]
-    assert bad.report["gate"]["mean_abs_diff"] > 5 * good.report["gate"]["mean_abs_diff"]
+    return fp32, calibration, card, first
+
+
+def test_the_cache_names_every_tensor_the_calibrator_collects(quantization):
+    fp32, calibration, card, first = quantization
+    ranges = int8_export.calibrate_ranges(
+        fp32.path, calibration.images, card.preprocessing, "minmax", "tensorrt"
+    )
+    record = json.loads(first.cache_file.read_text())
+    assert int8_export.calibrated_tensors(fp32.proto) == set(ranges.data) == set(record["ranges"])
+    assert "images" in record["ranges"] and record["sha256"] == _rehashed(record)["sha256"]
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda r: "{ truncated", "unreadable (JSONDecodeError)"),
+        (lambda r: [], "not an edgemlic calibration cache"),
+        (lambda r: {"data": r["ranges"], "smooth_quant": False}, "not an edgemlic calibration cache"),
+        (lambda r: r | {"version": 99}, "cache version 99"),
+        (lambda r: r | {"ranges": {k: [lo * 1000, hi * 1000] for k, (lo, hi) in r["ranges"].items()}},
+         "does not match its recorded SHA-256"),
+        (lambda r: _set(r, key=r["key"] | {"model_sha256": "0" * 64}), "made for another model"),
+        (lambda r: _set(r, ranges=list(r["ranges"].values())), "ranges are a list"),
+        (lambda r: _ranges(r, images=None), "no range for tensor 'images'"),
+        (lambda r: _ranges(r, ghost=[0.0, 1.0]), "a range for 'ghost', which the graph does not calibrate"),
+        (lambda r: _ranges(r, images=1.5), "the range of 'images' is 1.5, not [lowest, highest]"),
+        (lambda r: _ranges(r, images=["0", "1"]), "the range of 'images' is"),
+        (lambda r: _ranges(r, images=[0.0, 1.0, 2.0]), "the range of 'images' is"),
+        (lambda r: _ranges(r, images=[math.nan, 1.0]), "the range of 'images' is not finite"),
+        (lambda r: _ranges(r, images=[0.0, math.inf]), "the range of 'images' is not finite"),
+        (lambda r: _ranges(r, images=[2.0, 1.0]), "lowest 2 above highest 1"),
+    ],
+)  # fmt: skip
+def test_a_cache_that_fails_any_check_is_calibrated_again(
+    quantization, damage, problem, tmp_path, monkeypatch
+):
+    """Never trusted, never fatal: a damaged, edited or foreign cache file counts as none, the ranges are
+    calibrated again (the same graph as the first time) and the problem is said."""
+    fp32, calibration, card, first = quantization
+    record = json.loads(first.cache_file.read_text())
+    cache_file = tmp_path / "cache" / first.cache_file.name
+    cache_file.parent.mkdir()
+    damaged = damage(record)
+    cache_file.write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
+    passes = []
+    real = int8_export.calibrate_ranges
+    monkeypatch.setattr(int8_export, "calibrate_ranges", lambda *a: passes.append(a) or real(*a))
+    again = int8_export.quantize_int8(
+        fp32, tmp_path / "again.onnx", card, calibration, "minmax", "tensorrt", cache_file.parent
+    )
+    assert len(passes) == 1 and not again.cache_hit and problem in again.cache_problem
+    assert again.graph.path.read_bytes() == first.graph.path.read_bytes()
+    assert json.loads(cache_file.read_text()) == record  # replaced by a good one
 
 
 @pytest.mark.parametrize(
@@ -245,6 +366,7 @@ def test_coco_mini_selection_and_calibration_on_real_photos(
     monkeypatch.chdir(tmp_path)
     result = export_model(tiny_checkpoint, tmp_path / "out", "int8", calibration_images=calibration.paths)
     assert result.report["calibration"]["images"] == 32 and result.report["gate"]["images"] == 32
+    assert result.report["gate_images"] == "calibration (not held-out)"  # an image list has no others
     written = tmp_path / "out" / "model.int8.calibration.json"
     assert result.report["calibration"]["manifest"] == str(written) and not (tmp_path / "calib").exists()
     assert json.loads(written.read_text())["count"] == 32

@@ -11,8 +11,16 @@ from edgemlic.compare import Budget
 from edgemlic.errors import EdgemlicError
 from edgemlic.export import export_model
 from edgemlic.export.int8 import coco_calibration_set
-from edgemlic.export.mixed import Judge, choose_float_layers, held_out_images, keep_in_float, layer_names
-from edgemlic.export.onnx import load_graph
+from edgemlic.export.mixed import (
+    Judge,
+    Labelled,
+    choose_float_layers,
+    held_out_images,
+    keep_in_float,
+    layer_names,
+)
+from edgemlic.export.onnx import graph_scores, load_graph
+from edgemlic.export.report import _mixed_lines
 
 CALIBRATION = {"calibration_count": 16}
 
@@ -75,6 +83,7 @@ def test_the_tensorrt_form_keeps_qdq_only_where_the_card_says(
         calibration_data=synth_root,
         max_float_layers=len(layer_names(fp32)),
         budget=Budget(max_abs_diff=limit),
+        keep_missed_budget=True,  # the limit is reachable on the search images; the verdict may differ
         **CALIBRATION,
     )
     mixed = result.report["mixed"]
@@ -105,7 +114,7 @@ def test_the_search_is_deterministic(graphs, held_out):
     limit = _reachable_limit(int8, fp32, "cpu", held_out)
     runs = [
         choose_float_layers(
-            fp32, int8, "cpu", search, verdict, card.thresholds(), Budget(max_abs_diff=limit), 17
+            fp32, int8, "cpu", search, verdict, card.thresholds(), Budget(max_abs_diff=limit), 17, True
         )
         for _ in range(2)
     ]
@@ -114,14 +123,24 @@ def test_the_search_is_deterministic(graphs, held_out):
 
 
 def test_no_mix_within_the_limit_writes_nothing(cli, synth_root, tiny_checkpoint, tmp_path):
+    """Nothing at all: not even the FP32 graph that a successful export would have replaced (here one
+    whose card names another checkpoint, so the export makes its own)."""
+    import onnx
+
+    from edgemlic.export.onnx import read_card, set_card
+
     export_model(tiny_checkpoint, tmp_path, "int8", calibration_data=synth_root, **CALIBRATION)
-    before = (tmp_path / "model.int8.onnx").read_bytes()
+    fp32 = tmp_path / "model.fp32.onnx"
+    stale = onnx.load(fp32)
+    set_card(stale, read_card(fp32).replace(provenance={"checkpoint_sha256": "0" * 64}))
+    onnx.save_model(stale, fp32)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     args = ["export", tiny_checkpoint, "--precision", "int8", "--out", tmp_path, "--calib-data", synth_root,
             "--calib-images", "16", "--max-float-layers", "1", "--max-abs-diff", "0"]  # fmt: skip
     code, _, err = cli(args)
     assert code == 1 and "INT8 misses its budget with up to 1 layers kept in float" in err
     assert len(err.strip().splitlines()) == 1 and "nothing was written" in err
-    assert (tmp_path / "model.int8.onnx").read_bytes() == before
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 def test_float_layers_need_labelled_images(tiny_checkpoint, val_images, tmp_path: Path):
@@ -142,7 +161,7 @@ def test_the_budget_is_measured_on_the_split_asked_for(cli, synth_root, tiny_che
     mixed = json.loads(report.read_text())["mixed"]
     assert mixed["search"]["plain"]["images"] == mixed["verdict"]["plain"]["images"] == 12
     assert mixed["budget"] == {"max_delta_f1": 1.0, "max_delta_jaccard": None, "max_flip_rate": 1.0,
-                               "max_abs_diff": None}  # fmt: skip
+                               "max_abs_diff": None, "max_mean_abs_diff": None}  # fmt: skip
     assert mixed["float_layers"] == [] and "mixed precision: no layer in float" in out
 
 
@@ -154,3 +173,69 @@ def test_budget_defaults_are_paritys_int8_limits():
     assert int8_budget() == Budget(max_delta_f1=parity.max_delta_f1, max_flip_rate=parity.max_flip_rate)
     with pytest.raises(EdgemlicError, match="--max-flip-rate -0.1: must be a fraction from 0 to 1"):
         int8_budget(max_flip_rate=-0.1)
+
+
+def _split_by_error(graphs, held_out):
+    """(calm, rough, limit): the half of the held-out images on which plain INT8 (CPU form) moves scores
+    least and flips nothing, the other half, and a limit on the largest score change between the two."""
+    (search, verdict), card = held_out
+    inputs = np.concatenate([search.inputs, verdict.inputs])
+    targets = np.concatenate([search.targets, verdict.targets])
+    thresholds = card.thresholds()
+    fp32, int8 = (graph_scores(graphs[name], inputs) for name in ("fp32", "int8-cpu"))
+    flipped = ((fp32 >= thresholds) != (int8 >= thresholds)).any(axis=1)
+    error = np.abs(fp32 - int8).max(axis=1)
+    order = np.argsort(error + flipped)  # an image with a flip goes to the rough half
+    calm, rough = order[: len(order) // 2], order[len(order) // 2 :]
+    assert not flipped[calm].any() and error[calm].max() < error[rough].min()
+    limit = float(error[calm].max() + error[rough].min()) / 2
+    return Labelled(inputs[calm], targets[calm]), Labelled(inputs[rough], targets[rough]), limit
+
+
+def test_a_missed_verdict_is_a_refusal_unless_asked_to_keep(graphs, held_out):
+    """The search images (where INT8 moves scores least) meet the limit with no float layer, the verdict
+    images do not: the choice does not carry over and is refused."""
+    calm, rough, limit = _split_by_error(graphs, held_out)
+    _, card = held_out
+    budget = Budget(max_abs_diff=limit)
+    args = (graphs["fp32"], graphs["int8-cpu"], "cpu", calm, rough, card.thresholds(), budget, 4)
+    with pytest.raises(EdgemlicError, match="misses it on the .* verdict images") as error:
+        choose_float_layers(*args)
+    assert "--keep-missed-budget" in str(error.value) and "\n" not in str(error.value)
+    kept = choose_float_layers(*args, keep_missed=True)
+    assert not kept.verdict_met and kept.to_dict()["verdict_met"] is False
+
+
+def test_the_verdict_says_what_its_images_can_judge(graphs, held_out):
+    """Flips come with their 95 % interval; too few decisions for the flip budget are said to be so."""
+    from edgemlic.export.mixed import decisions_needed, needed_images, wilson_interval
+
+    (search, verdict), card = held_out
+    loose = Budget(max_flip_rate=0.5)
+    choice = choose_float_layers(
+        graphs["fp32"], graphs["int8-cpu"], "cpu", search, verdict, card.thresholds(), loose, 2
+    )
+    record = choice.verdict["plain"]
+    assert record["decisions"] == verdict.inputs.shape[0] * card.num_classes
+    low, high = record["flip_rate_ci95"]
+    assert low <= record["flip_rate"] <= high and record["judgeable"]
+    assert wilson_interval(0, 768)[1] == pytest.approx(0.005, abs=5e-4)  # no flip in 768: up to 0.5 %
+    assert decisions_needed(Budget(max_flip_rate=0.001)) == 3000
+    assert needed_images(Budget(max_flip_rate=0.001), 6) == 500 and needed_images(Budget(), 6) == 128
+    calm, _, _ = _split_by_error(graphs, held_out)
+    strict = Budget(max_flip_rate=0.001)  # met where INT8 flips nothing, but judged on too few decisions
+    choice = choose_float_layers(
+        graphs["fp32"], graphs["int8-cpu"], "cpu", calm, calm, card.thresholds(), strict, 0
+    )
+    assert choice.verdict_met and not choice.verdict["mixed"]["judgeable"]
+    lines = _mixed_lines(choice.to_dict(), "cpu")
+    warning = (
+        f"    WARNING: {calm.inputs.shape[0] * 6} decisions cannot judge a flip budget of 0.1% (that needs"
+    )
+    assert any(line.startswith(warning) for line in lines), lines
+
+
+def test_keeping_a_missed_verdict_needs_the_search(tiny_checkpoint, synth_root, tmp_path: Path):
+    with pytest.raises(EdgemlicError, match="--keep-missed-budget applies to the search for float layers"):
+        export_model(tiny_checkpoint, tmp_path, "int8", calibration_data=synth_root, keep_missed_budget=True)
+    assert not any(tmp_path.iterdir())
