@@ -413,7 +413,7 @@ def test_an_empty_list_is_refused_by_every_command(cli, exported, synth_root, tm
         run_parity(exported["fp32"], [exported["fp16"]], synth_root, "val2017", onnx_variants=[])
 
 
-def test_options_that_would_do_nothing_are_refused(cli, tiny_checkpoint, synth_root, tmp_path):
+def test_options_that_would_do_nothing_are_refused(cli, tiny_checkpoint, exported, synth_root, tmp_path):
     from edgemlic.export import export_model
 
     out = tmp_path / "out"
@@ -431,6 +431,14 @@ def test_options_that_would_do_nothing_are_refused(cli, tiny_checkpoint, synth_r
     for args, message in cases:
         fails_in_one_line(cli, args, message, tmp_path)
     assert not out.exists()  # refused before anything was made
+    bench = ["bench", exported["fp32"], "--iters", "1"]
+    cases = [
+        ([*bench, "--split", "train2017"], "--split 'train2017' names a split of --coco-root"),
+        ([*bench, "--torch-variants", "compile"], "--torch-variants applies to checkpoints"),
+        (["bench", tiny_checkpoint, "--iters", "1", "--backends", "openvino"], "--backends applies to .onnx"),
+    ]  # fmt: skip
+    for args, message in cases:
+        fails_in_one_line(cli, args, message, tmp_path)
     with pytest.raises(EdgemlicError, match="--seed applies to INT8 export only"):
         export_model(tiny_checkpoint, out, "fp32", seed=3)
     with pytest.raises(EdgemlicError, match="--holdout-split applies to the search for float layers"):
