@@ -10,7 +10,9 @@ Two modes:
 Artifacts are opened by `runtime.load_backend`, like everywhere else. A cell that fails (out of
 memory, an unsupported op, an engine without a GPU, a batch beyond an engine's profile) records a
 one-line `error` and the sweep goes on. Input that is wrong before any timing starts (a missing
-artifact, an unknown mode or PyTorch option) raises EdgemlicError.
+artifact, an unknown mode or PyTorch option) raises EdgemlicError. With a dataset, each row's micro-F1
+stands beside the others as the same model's, so every artifact must descend from the first one's
+checkpoint (as in parity) unless `cross_model` asks to compare models; such rows are labelled.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from edgemlic.bench.timing import (
     time_e2e,
     time_model,
 )
-from edgemlic.errors import EdgemlicError, first_line
+from edgemlic.card import ModelCard
+from edgemlic.errors import EdgemlicError, first_line, import_optional
 from edgemlic.runtime import Backend, Predictor, load_backend
 from edgemlic.runtime.loader import parse_onnx_variant, parse_torch_options, variant_name
 
@@ -96,6 +99,8 @@ class BenchCell:
     peak_share: float | None = None
     """images/s x gmac_per_image over the INT8 or FP32 peak measured on this machine in this run, for
     CPU cells on the cores used (with `peak`)."""
+    cross_model: bool = False
+    """Not from the first artifact's checkpoint (benched with a dataset and `cross_model`)."""
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,6 +165,7 @@ def run_bench(
     images: Sequence[str | Path] | None = None,
     peak: bool = False,
     machine: Machine | None = None,
+    cross_model: bool = False,
 ) -> BenchReport:
     """Time every artifact (each checkpoint once per PyTorch variant, each .onnx once per backend variant)
     at every batch size.
@@ -186,6 +192,7 @@ def run_bench(
     if coco_root is None and split != "val2017":
         raise EdgemlicError(f"--split {split!r} names a split of --coco-root; add --coco-root or drop it")
     targets = _targets(artifacts, torch_variants, onnx_variants)
+    others = _other_models(targets, cross_model) if coco_root is not None else set()
     seconds = DEFAULT_SECONDS if iters is None and seconds is None else seconds
 
     with tempfile.TemporaryDirectory(prefix="edgemlic-bench-") as tmp:
@@ -202,7 +209,11 @@ def run_bench(
         settings = _Settings(
             tuple(batch_sizes), mode, warmup, iters, seconds, threads, device, coco_root, split, machine
         )
-        cells = [cell for target in targets for cell in _measure_target(target, settings, paths)]
+        cells = [
+            replace(cell, cross_model=target.artifact in others)
+            for target in targets
+            for cell in _measure_target(target, settings, paths)
+        ]
     _fill_speedups(cells)
     if peak:
         _fill_peak_shares(cells, targets, environment["peaks"], threads or environment["usable_cores"])
@@ -238,6 +249,44 @@ def _targets(
     if tuple(onnx_variants) != ("onnxruntime",) and "onnx" not in kinds:
         raise EdgemlicError("--backends applies to .onnx models and none is benchmarked; drop it")
     return targets
+
+
+def _other_models(targets: list[_Target], cross_model: bool) -> set[Path]:
+    """The artifacts that do not descend from the first one's checkpoint; refused unless `cross_model`.
+
+    Read from the cards before any timing starts; an artifact whose card cannot be read here is left to
+    its cells, which record why it cannot run.
+    """
+    from edgemlic.parity import checkpoint_hashes, descends
+
+    reference, lineage, others = None, frozenset(), set()
+    for path in dict.fromkeys(t.artifact for t in targets):
+        try:
+            card = _recorded_card(path)
+        except Exception:  # noqa: BLE001 (unreadable: its cells say why when it fails to open)
+            continue
+        if reference is None:
+            reference, lineage = path, checkpoint_hashes(path, card)
+        elif not descends(reference, lineage, path, card, cross_model):
+            others.add(path)
+    return others
+
+
+def _recorded_card(path: Path) -> ModelCard:
+    """The card an artifact carries, read without opening a backend."""
+    kind = artifact_kind(path)
+    if kind == "checkpoint":
+        from edgemlic.checkpoint import load_checkpoint
+
+        return load_checkpoint(path)["card"]
+    if kind == "engine":
+        from edgemlic.runtime.engine_fingerprint import load_fingerprint
+
+        return load_fingerprint(path).card
+    from edgemlic.runtime.onnx_backend import read_card_metadata
+
+    model = import_optional("onnx").load(str(path), load_external_data=False)
+    return read_card_metadata({p.key: p.value for p in model.metadata_props}, path)
 
 
 def _measure_target(target: _Target, settings: _Settings, paths: list[Path]) -> list[BenchCell]:
