@@ -414,10 +414,15 @@ def write_deepstream(
     With `measure_images`, the folded graph on simulated nvinfer input is compared with the original
     pipeline on them (`measure_nvinfer_preprocessing`) and the result returned with the files.
     """
-    info = read_onnx_model(onnx_path)
+    original = load_graph(onnx_path)
+    if original.card.preprocessing.input_dtype != "float32":
+        raise EdgemlicError(
+            f"{original.path}: this graph takes uint8 crops and normalizes inside, and nvinfer feeds the "
+            "network float32 it has normalized itself; give model.fp32.onnx"
+        )
+    info = read_onnx_model(original.path)
     check_foldable(info)
     folder = make_folder(out)
-    original = load_graph(info.path)
     folded = fold_std_into_first_conv(original.proto, info.card, str(info.path))
     onnx_file = f"{info.path.name.removesuffix('.onnx')}.deepstream.onnx"
     keys = nvinfer_config(info, placement, scaling, onnx_file=onnx_file, labels_file="labels.txt")

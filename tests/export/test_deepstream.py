@@ -258,6 +258,17 @@ def test_non_fp32_graphs_are_refused_in_one_line(exported, tmp_path, precision):
     assert not (tmp_path / "ds").exists()
 
 
+def test_a_uint8_input_graph_is_refused_in_one_line(tiny_checkpoint, tmp_path):
+    """nvinfer feeds the network float32 after its own normalization, so the camera-crop graph (uint8
+    input, normalization inside) is not the one to give it."""
+    from edgemlic.export import export_model
+
+    uint8_graph = export_model(tiny_checkpoint, tmp_path, "fp32", input_dtype="uint8").path
+    with pytest.raises(EdgemlicError, match="takes uint8 crops") as error:
+        write_deepstream(uint8_graph, tmp_path / "ds")
+    assert "\n" not in str(error.value) and "model.fp32.onnx" in str(error.value)
+
+
 def test_a_graph_that_does_not_start_with_a_convolution_is_refused():
     import onnx
     from onnx import TensorProto, helper, numpy_helper
