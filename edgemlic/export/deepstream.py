@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from edgemlic import __version__
 from edgemlic.card import ModelCard
@@ -164,7 +165,7 @@ def fold_std_into_first_conv(proto: Any, card: ModelCard, name: str = "model") -
     """A copy of the graph whose input is (x/255 - mean[c]) instead of (x/255 - mean[c]) / std[c].
 
     The image input must feed exactly one node, a Conv with group 1 and constant weights: its weights
-    W[:, c] become W[:, c] / std[c] (a new initializer, so weights shared with other nodes stay). The
+    W[:, c] become W[:, c] / std[c] (in place, or as a new initializer where other nodes share them). The
     copy's card keeps the mean and says std 1, which describes its input exactly for edgemlic's runtime
     too, and records the folded std in its provenance.
     """
@@ -363,8 +364,6 @@ def nvinfer_pixels(image: ImageSource, size: int, scaling: NvinferScaling = Nvin
     width, height = img.width - img.width % 2, img.height - img.height % 2
     if (width, height) != img.size:
         img = img.crop((0, 0, width, height))
-    from PIL import Image
-
     if not scaling.maintain_aspect_ratio:
         return np.asarray(img.resize((size, size), Image.Resampling.BOX))
     scaled_height = size * height / width

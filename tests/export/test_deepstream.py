@@ -269,6 +269,34 @@ def test_a_uint8_input_graph_is_refused_in_one_line(tiny_checkpoint, tmp_path):
     assert "\n" not in str(error.value) and "model.fp32.onnx" in str(error.value)
 
 
+def test_weights_shared_with_a_later_convolution_stay_as_they_were():
+    """Two convolutions share one weight tensor: only the first one's use is folded."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).normal(size=(3, 3, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["images", "w"], ["a"]), helper.make_node("Conv", ["a", "w"], ["out"])],
+        "shared",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    card = ModelCard(classes=("a",), architecture="hand-made")
+    folded = fold_std_into_first_conv(model, card)
+    z = np.random.default_rng(1).normal(size=(1, 3, 4, 4)).astype(np.float32)
+    std = np.asarray(card.preprocessing.std, np.float32)[None, :, None, None]
+
+    import onnxruntime as ort
+
+    def run(proto, x):
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"images": x})[0]
+
+    np.testing.assert_allclose(run(folded, z * std), run(model, z), rtol=1e-5, atol=1e-6)
+    assert [n.input[1] for n in folded.graph.node] == ["w_std_folded", "w"]
+
+
 def test_a_graph_that_does_not_start_with_a_convolution_is_refused():
     import onnx
     from onnx import TensorProto, helper, numpy_helper
