@@ -285,8 +285,9 @@ def _recorded_card(path: Path) -> ModelCard:
         return load_fingerprint(path).card
     from edgemlic.runtime.onnx_backend import read_card_metadata
 
-    model = import_optional("onnx").load(str(path), load_external_data=False)
-    return read_card_metadata({p.key: p.value for p in model.metadata_props}, path)
+    # ONNX Runtime's reading of the metadata, as its backend does: a deployment has no onnx package.
+    session = import_optional("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return read_card_metadata(session.get_modelmeta().custom_metadata_map, path)
 
 
 def _measure_target(target: _Target, settings: _Settings, paths: list[Path]) -> list[BenchCell]:
