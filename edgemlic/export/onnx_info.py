@@ -18,8 +18,9 @@ from edgemlic.io import sha256_bytes
 from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
 from edgemlic.runtime.onnx_backend import check_io_against_card, read_card_metadata
 
-_ONNX_FLOAT, _ONNX_FLOAT16 = 1, 10
-_ONNX_DTYPES = {_ONNX_FLOAT: "float32", _ONNX_FLOAT16: "float16"}
+_ONNX_FLOAT, _ONNX_UINT8, _ONNX_FLOAT16 = 1, 2, 10
+_ONNX_DTYPES = {_ONNX_FLOAT: "float32", _ONNX_UINT8: "uint8", _ONNX_FLOAT16: "float16"}
+"""uint8: the input of a graph that takes camera frames (`edgemlic export --input uint8`)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ def read_onnx_model(path: str | Path) -> OnnxModelInfo:
     def dtype(value: ValueInfo) -> str:
         if value.elem_type not in _ONNX_DTYPES:
             raise EdgemlicError(
-                f"{path}: tensor {value.name!r} has ONNX element type {value.elem_type}, not float32/float16"
+                f"{path}: tensor {value.name!r} has ONNX element type {value.elem_type}, not float32, "
+                "float16 or uint8"
             )
         return _ONNX_DTYPES[value.elem_type]
 
@@ -78,7 +80,7 @@ def read_onnx_model(path: str | Path) -> OnnxModelInfo:
         op_types=frozenset(n.op_type for n in model.nodes),
         has_float16=_has_float16(model),
     )
-    check_io_against_card(path, card, info.input_shape, info.output_shape)
+    check_io_against_card(path, card, info.input_shape, info.output_shape, info.input_dtype)
     return info
 
 

@@ -26,7 +26,7 @@ TENSORRT_MAJORS = {
     10: "TensorRT 10 (JetPack 6.x ships 10.3, JetPack 7.0/7.1 10.13, JetPack 7.2 10.16)",
     11: "TensorRT 11 (x86 and SBSA servers; no JetPack 6 release has it)",
 }
-_TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+_TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,12 @@ class RecipeModel:
     precision: str
     input_dtype: str = "float32"
     output_dtype: str = "float32"
+    input_layout: str = "NCHW"  # NHWC for a graph that takes uint8 frames (the card's preprocessing)
+
+    def input_row(self) -> tuple[int, int, int]:
+        """One image of the input: 3 x S x S, or S x S x 3 for NHWC."""
+        size = self.input_size
+        return (3, size, size) if self.input_layout == "NCHW" else (size, size, 3)
 
     @classmethod
     def from_onnx(cls, info: OnnxModelInfo) -> RecipeModel:
@@ -55,6 +61,7 @@ class RecipeModel:
             info.card.precision,
             info.input_dtype,
             info.output_dtype,
+            info.card.preprocessing.input_layout,
         )
 
     @property
@@ -84,10 +91,9 @@ def trtexec_args(
     --useDLACore sets the FP16 flag, which a strongly typed network rejects. TF32 is as `engine build`
     has it (`engine_fingerprint.TF32`): trtexec enables it unless --noTF32 (TensorRT 10.3 to 11.1).
     """
-    size = model.input_size
 
     def shape(batch: int) -> str:
-        return f"{model.input_name}:{batch}x3x{size}x{size}"
+        return f"{model.input_name}:{'x'.join(map(str, (batch, *model.input_row())))}"
 
     args = [f"--onnx={onnx}", f"--saveEngine={engine}"]
     if build.strongly_typed and build.tensorrt_major == 10:
@@ -121,7 +127,7 @@ def load_args(model: RecipeModel, profile: BuildProfile, flags: BuildFlags, engi
     """
     args = [
         f"--loadEngine={engine}",
-        f"--shapes={model.input_name}:{profile.opt_batch}x3x{model.input_size}x{model.input_size}",
+        f"--shapes={model.input_name}:{'x'.join(map(str, (profile.opt_batch, *model.input_row())))}",
     ]
     if flags.dla_core is not None:
         args.append(f"--useDLACore={flags.dla_core}")
@@ -178,7 +184,6 @@ def triton_config(
     if backend not in platforms:
         raise EdgemlicError(f"unknown Triton backend {backend!r}; choose tensorrt or onnxruntime")
     platform, name = platforms[backend]
-    size = model.input_size
     on_dla = backend == "tensorrt" and flags.dla_core is not None
     instance = (
         f"instance_group [ {{ kind: KIND_GPU, count: 1, "
@@ -200,7 +205,7 @@ def triton_config(
         "  {\n"
         f'    name: "{model.input_name}"\n'
         f"    data_type: {_TRITON_TYPES[model.input_dtype]}\n"
-        f"    dims: [ 3, {size}, {size} ]\n"
+        f"    dims: [ {', '.join(map(str, model.input_row()))} ]\n"
         "  }\n"
         "]\n"
         "output [\n"

@@ -156,7 +156,7 @@ def _build_plan(
     """The serialized engine, built by Polygraphy's loaders; the timing cache is read and updated."""
     trt, poly = nvidia.tensorrt(), nvidia.polygraphy_trt()
     network = poly.NetworkFromOnnxPath(str(info.path), strongly_typed=build.strongly_typed or None)
-    min_shape, opt_shape, max_shape = profile.shapes(info.card.preprocessing.input_size)
+    min_shape, opt_shape, max_shape = profile.shapes(info.card.preprocessing)
     cache = str(timing_cache) if timing_cache is not None else None
     config = poly.CreateConfig(
         fp16=build.fp16_flag or None,
@@ -190,7 +190,7 @@ def _engine_information(engine: Any, info: OnnxModelInfo, profile: BuildProfile)
     data types are filled in (with dynamic shapes and no context they read "N/A")."""
     trt = nvidia.tensorrt()
     context = engine.create_execution_context()
-    _, opt_shape, _ = profile.shapes(info.card.preprocessing.input_size)
+    _, opt_shape, _ = profile.shapes(info.card.preprocessing)
     if context is None or not context.set_input_shape(info.input_name, opt_shape):
         raise EdgemlicError(f"{info.path}: the built engine rejects its own opt shape {opt_shape}")
     inspector = engine.create_engine_inspector()

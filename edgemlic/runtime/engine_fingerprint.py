@@ -27,7 +27,7 @@ from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from edgemlic import __version__
-from edgemlic.card import ModelCard
+from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.errors import EdgemlicError
 from edgemlic.io import sha256_bytes, sha256_file, write_json
 
@@ -119,9 +119,11 @@ class BuildProfile:
                 "needs min <= opt <= max (e.g. --min-batch 1 --opt-batch 8 --max-batch 32)"
             )
 
-    def shapes(self, input_size: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        """(min, opt, max) NCHW input shapes for an S x S model."""
-        return tuple((b, 3, input_size, input_size) for b in (self.min_batch, self.opt_batch, self.max_batch))
+    def shapes(
+        self, preprocessing: Preprocessing
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max) input shapes of a model that takes `preprocessing`'s input (NCHW or NHWC)."""
+        return tuple(preprocessing.input_shape(b) for b in (self.min_batch, self.opt_batch, self.max_batch))
 
 
 @dataclass(frozen=True)

@@ -309,8 +309,10 @@ class TensorRTBackend(Backend):
 def engine_io(engine: Any, card: ModelCard, label: str) -> EngineIO:
     """The engine's one input and one output, checked against the card, and its batch range.
 
-    The input is float32 N x 3 x S x S, or uint8 N x S x S x 3 (a graph that takes camera frames and
-    normalizes inside); the output float32 N x classes.
+    The input is what the card's preprocessing says the model takes: float32 N x 3 x S x S, or uint8
+    N x S x S x 3 (a graph that takes camera frames and normalizes inside); the output float32
+    N x classes. An engine built from another graph than its card's is refused here, before any buffer
+    is sized from it.
     """
     trt = nvidia.tensorrt()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -322,19 +324,25 @@ def engine_io(engine: Any, card: ModelCard, label: str) -> EngineIO:
         )
     (input_name,), (output_name,) = inputs, outputs
     input_dtype, output_dtype = (_numpy_dtype(trt, engine, n, label) for n in (input_name, output_name))
-    if input_dtype not in (np.float32, np.uint8) or output_dtype != np.float32:
+    pre = card.preprocessing
+    if output_dtype != np.float32:
         raise EdgemlicError(
-            f"{label}: tensors {input_name!r} ({input_dtype}) -> {output_name!r} ({output_dtype}); edgemlic "
-            "runs engines with a float32 or uint8 input and a float32 output: export with those"
+            f"{label}: output {output_name!r} is {output_dtype}; edgemlic runs engines with a float32 "
+            "output: export with one"
         )
-    size = card.preprocessing.input_size
+    if input_dtype != np.dtype(pre.input_dtype):
+        raise EdgemlicError(
+            f"{label}: input {input_name!r} is {input_dtype}, but the model card says the model takes "
+            f"{pre.input_dtype} {pre.input_layout}; the engine was built from another graph: rebuild it from "
+            "the ONNX model this card belongs to"
+        )
     rows = [tuple(engine.get_tensor_shape(n))[1:] for n in (input_name, output_name)]
-    expected = [(size, size, 3) if input_dtype == np.uint8 else (3, size, size), (card.num_classes,)]
+    expected = [pre.input_shape(1)[1:], (card.num_classes,)]
     if rows != expected:
         raise EdgemlicError(
             f"{label}: engine tensors {rows[0]} -> {rows[1]} do not match its model card "
-            f"({' x '.join(map(str, expected[0]))} -> {card.num_classes} classes); rebuild it from the right "
-            "ONNX model"
+            f"({pre.input_dtype} {pre.input_layout} {' x '.join(map(str, expected[0]))} -> "
+            f"{card.num_classes} classes); rebuild it from the right ONNX model"
         )
     low, _, high = engine.get_tensor_profile_shape(input_name, 0)
     return EngineIO(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 import pytest
 
+from edgemlic.card import Preprocessing
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx import card_of, set_card
 from edgemlic.export.onnx_info import check_graph_precision, check_profile_fits, engine_build, read_onnx_model
@@ -68,7 +69,11 @@ def test_impossible_profiles_are_named(values):
 
 
 def test_profile_shapes_and_fixed_batch_models(exported, tmp_path):
-    assert BuildProfile(1, 8, 32).shapes(224) == ((1, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224))
+    assert BuildProfile(1, 8, 32).shapes(Preprocessing(224, 256)) == (
+        (1, 3, 224, 224),
+        (8, 3, 224, 224),
+        (32, 3, 224, 224),
+    )
     check_profile_fits(read_onnx_model(exported["fp32"]), BuildProfile(1, 8, 32))
 
     def fix_batch(model):

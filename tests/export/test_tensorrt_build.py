@@ -14,7 +14,7 @@ import pytest
 
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx_info import engine_build, read_onnx_model
-from edgemlic.export.recipes import RecipeModel, trtexec_args
+from edgemlic.export.recipes import RecipeModel, load_args, triton_config, trtexec_args
 from edgemlic.export.tensorrt import _build_plan, build_engine, check_dla_release
 from edgemlic.runtime import nvidia
 from edgemlic.runtime.engine_fingerprint import BuildFlags, BuildProfile
@@ -87,3 +87,24 @@ def test_dla_build_on_a_tensorrt_11_without_dla_is_one_line(version, exported, p
 def test_dla_releases_and_gpu_builds_pass_the_release_check(version):
     check_dla_release(version, 0)
     check_dla_release("11.1.0.20", None)  # a GPU build on any TensorRT 11
+
+
+def test_a_uint8_frames_graph_is_built_and_served_nhwc(tiny_checkpoint, tmp_path, polygraphy):
+    """A graph that takes uint8 S x S x 3 frames gets NHWC profile shapes in engine build and in the
+    trtexec and Triton recipes, not the float graph's 3 x S x S."""
+    from edgemlic.export import export_model
+
+    onnx = export_model(tiny_checkpoint, tmp_path, precision="fp32", input_dtype="uint8").path
+    info = read_onnx_model(onnx)
+    size = info.card.preprocessing.input_size
+    profile, flags = BuildProfile(1, 4, 8), BuildFlags()
+    build = engine_build(info, profile, flags, 10)
+    _build_plan(info, profile, flags, build, None)
+    (recorded,) = polygraphy.config["profiles"]
+    assert recorded[2:] == tuple((b, size, size, 3) for b in (1, 4, 8))
+    model = RecipeModel.from_onnx(info)
+    args = trtexec_args(model, profile, flags, build, onnx="m.onnx", engine="m.plan")
+    assert f"--maxShapes=images:8x{size}x{size}x3" in args
+    assert f"--shapes=images:4x{size}x{size}x3" in load_args(model, profile, flags, "m.plan")
+    config = triton_config(model, "tensorrt", 8, 4)
+    assert "data_type: TYPE_UINT8" in config and f"dims: [ {size}, {size}, 3 ]" in config

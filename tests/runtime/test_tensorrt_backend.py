@@ -35,6 +35,10 @@ from edgemlic.runtime.tensorrt_backend import (
 
 SIZE, CLASSES = 4, 3
 CARD = ModelCard(("a", "b", "c"), "resnet_tiny", Preprocessing(input_size=SIZE, resize_size=SIZE))
+FRAMES_CARD = CARD.replace(
+    preprocessing=Preprocessing(input_size=SIZE, resize_size=SIZE, input_dtype="uint8", input_layout="NHWC")
+)
+"""A card for a graph that takes uint8 camera frames (edgemlic export --input uint8)."""
 CAPTURE_INVALIDATED = 901
 
 
@@ -243,11 +247,14 @@ class FakeContext:
 
 
 class FakeEngine:
-    def __init__(self, cudart, logger, profile=((1,), (4,), (8,)), input_dtype=DataType.FLOAT):
+    def __init__(
+        self, cudart, logger, profile=((1,), (4,), (8,)), input_dtype=DataType.FLOAT, input_row=None
+    ):
         self.cudart, self.logger, self.profile = cudart, logger, profile
         self.input_type = input_dtype
         self.input_dtype = NPTYPES.get(input_dtype)
-        self.input_row = (SIZE, SIZE, 3) if input_dtype == DataType.UINT8 else (3, SIZE, SIZE)
+        nhwc = input_dtype == DataType.UINT8
+        self.input_row = input_row or ((SIZE, SIZE, 3) if nhwc else (3, SIZE, SIZE))
         self.refuse_capture = False
         self.on_execute = None  # called as each enqueue is made; returning False fails it
         self.contexts: list[FakeContext] = []
@@ -319,10 +326,10 @@ def fakes(monkeypatch):
     return holder
 
 
-def open_backend(fakes, *, contexts=1, cuda_graphs=False, **engine_options) -> TensorRTBackend:
+def open_backend(fakes, *, contexts=1, cuda_graphs=False, card=CARD, **engine_options) -> TensorRTBackend:
     fakes.engine_options = engine_options
     loaded = deserialize_engine(b"plan", 0, None, "model.engine")
-    return TensorRTBackend.from_engine(loaded, CARD, contexts=contexts, cuda_graphs=cuda_graphs)
+    return TensorRTBackend.from_engine(loaded, card, contexts=contexts, cuda_graphs=cuda_graphs)
 
 
 def batch_of(rows: int, seed: int = 0) -> np.ndarray:
@@ -572,8 +579,8 @@ def test_close_frees_everything_once_and_inference_after_it_is_one_error(fakes):
 
 
 def test_uint8_engines_take_frames_and_other_dtypes_are_refused(fakes):
-    """The input dtype is the engine's: a uint8 NHWC engine stages uint8 (4x fewer bytes to copy)."""
-    backend = open_backend(fakes, input_dtype=DataType.UINT8)
+    """A uint8 NHWC engine for a uint8 card stages uint8 (4x fewer bytes to copy)."""
+    backend = open_backend(fakes, card=FRAMES_CARD, input_dtype=DataType.UINT8)
     frames = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
     with backend._pool.lease() as context:
         assert context.host_in.dtype == np.uint8 and context.host_in.shape == (8, SIZE, SIZE, 3)
@@ -585,6 +592,25 @@ def test_uint8_engines_take_frames_and_other_dtypes_are_refused(fakes):
     for dtype, message in ((DataType.HALF, "float16"), (DataType.BF16, "numpy cannot hold")):
         with pytest.raises(EdgemlicError, match=message):
             open_backend(fakes, input_dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "card, engine_options, message",
+    [
+        (FRAMES_CARD, {}, "input 'input' is float32, but the model card says the model takes uint8 NHWC"),
+        (CARD, {"input_dtype": DataType.UINT8}, "is uint8, but the model card says the model takes float32"),
+        (FRAMES_CARD, {"input_dtype": DataType.UINT8, "input_row": (3, SIZE, SIZE)},
+         f"tensors (3, {SIZE}, {SIZE}) -> (3,) do not match its model card (uint8 NHWC {SIZE} x {SIZE} x 3"),
+        (CARD, {"input_row": (SIZE, SIZE, 3)}, f"(float32 NCHW 3 x {SIZE} x {SIZE} -> 3 classes)"),
+    ],
+)  # fmt: skip
+def test_the_engine_input_must_be_what_the_card_says(fakes, card, engine_options, message):
+    """A uint8 NHWC card needs a uint8 S x S x 3 engine input, a float32 card a float32 3 x S x S one:
+    otherwise frames would be fed to a graph that expects normalized floats, or the reverse."""
+    with pytest.raises(EdgemlicError) as error:
+        open_backend(fakes, card=card, **engine_options)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert "cudaMalloc" not in fakes.cudart.names()  # refused before any buffer was sized from it
 
 
 def test_cuda_graphs_reaches_the_engine_from_load_backend_and_the_predictor(monkeypatch, tmp_path):
