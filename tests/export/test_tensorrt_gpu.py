@@ -50,6 +50,9 @@ def test_engine_runs_in_its_precision_and_matches_onnxruntime(precision, engines
     assert not result.reused and result.precision_check.verified
     assert result.precision_check.layer_precisions.get(precision, 0) >= 1
     assert result.parity["passed"] and result.parity["images"] == len(val_images)
+    parity = result.parity  # the figures compare.BUDGETS["engine"] should be set from
+    print(f"{precision} engine vs ONNX Runtime: max |dp| {parity['max_abs_diff']:.3g}, "
+          f"mean |dp| {parity['mean_abs_diff']:.3g}, flips {parity['flip_rate']:.3g}")  # fmt: skip
     with (
         load_backend(result.engine) as engine,
         OnnxBackend(onnx_files[precision], device="cpu") as reference,
