@@ -7,5 +7,6 @@ Only a PyTorch checkpoint (`.pt`) pulls torch in, and only when one is loaded.
 from edgemlic.runtime.backend import Backend
 from edgemlic.runtime.loader import load_backend
 from edgemlic.runtime.predictor import Prediction, Predictor
+from edgemlic.runtime.smoothing import StreamSmoother
 
-__all__ = ["Backend", "Prediction", "Predictor", "load_backend"]
+__all__ = ["Backend", "Prediction", "Predictor", "StreamSmoother", "load_backend"]
