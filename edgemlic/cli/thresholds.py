@@ -66,7 +66,8 @@ def tune(
     )
     console.print(
         "these gains are measured on the tuning images themselves, so they are optimistic; "
-        f"`edgemlic evaluate {path} --split S` on images not used here gives the figure to trust",
+        f"`edgemlic evaluate {path} --coco-root ROOT --split OTHER` measures them on images they were "
+        "not tuned on",
         soft_wrap=True,
         markup=False,
     )
