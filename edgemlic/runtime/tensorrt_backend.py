@@ -43,7 +43,7 @@ import numpy as np
 from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError
 from edgemlic.runtime import nvidia
-from edgemlic.runtime.backend import Backend, parse_device
+from edgemlic.runtime.backend import Backend, parse_device, plan_chunks
 from edgemlic.runtime.cudart import DEVICE_TO_HOST, HOST_TO_DEVICE, SUCCESS, CudaRuntime
 from edgemlic.runtime.engine_fingerprint import load_fingerprint, probe_environment
 from edgemlic.runtime.pool import Pool
@@ -60,18 +60,6 @@ def gpu_index(device: str) -> int:
             "a TensorRT engine runs on the GPU only; use --device cuda, or the .onnx model on cpu"
         )
     return index or 0
-
-
-def plan_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, int]]:
-    """(start, stop, run_size) slices covering n rows in batches the engine's profile accepts.
-
-    Slices hold at most `max_batch` rows; a final slice smaller than `min_batch` runs padded to
-    `min_batch` rows (the padding rows' outputs are dropped).
-    """
-    assert n >= 1 and 1 <= min_batch <= max_batch
-    return [
-        (s, min(s + max_batch, n), max(min(s + max_batch, n) - s, min_batch)) for s in range(0, n, max_batch)
-    ]
 
 
 def deserialize_engine(plan: bytes, device_index: int, dla_core: int | None, label: str) -> tuple[Any, Any]:
@@ -291,6 +279,10 @@ class TensorRTBackend(Backend):
     def _new_context(self) -> PooledContext:
         return PooledContext(self._engine, self._io, self._cudart, self.cuda_graphs)
 
+    def _infer_in_range(self, batch: np.ndarray) -> np.ndarray:
+        # Any batch size: the chunks run under one lease, padded in the context's page-locked buffer.
+        return self._infer(batch)
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         out = np.empty((len(batch), self.card.num_classes), dtype=np.float32)
         self._cudart.set_device(self._device_index)  # per thread; a context made below allocates on it
@@ -299,8 +291,8 @@ class TensorRTBackend(Backend):
                 context.run(batch[start:stop], rows, out[start:stop])
         return out
 
-    def close(self) -> None:
-        """Free every context's graphs, buffers and stream, then the engine; later inference is refused."""
+    def _close(self) -> None:
+        """Free every context's graphs, buffers and stream, then the engine."""
         for context in self._pool.drain():
             context.close()
         self._engine = self._runtime = None

@@ -26,12 +26,8 @@ import pytest
 from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.errors import EdgemlicError
 from edgemlic.runtime import nvidia
-from edgemlic.runtime.tensorrt_backend import (
-    TensorRTBackend,
-    deserialize_engine,
-    gpu_index,
-    plan_chunks,
-)
+from edgemlic.runtime.backend import plan_chunks
+from edgemlic.runtime.tensorrt_backend import TensorRTBackend, deserialize_engine, gpu_index
 
 SIZE, CLASSES = 4, 3
 CARD = ModelCard(("a", "b", "c"), "resnet_tiny", Preprocessing(input_size=SIZE, resize_size=SIZE))
@@ -573,7 +569,7 @@ def test_close_frees_everything_once_and_inference_after_it_is_one_error(fakes):
     names = cudart.names()
     assert names.count("cudaStreamDestroy") == names.count("cudaStreamCreateWithFlags") == 2
     contexts_made = names.count("create_execution_context")
-    with pytest.raises(EdgemlicError, match="^built engine is closed; open it again to run inference$"):
+    with pytest.raises(EdgemlicError, match="^this tensorrt backend is closed; open the artifact again"):
         backend.infer(batch_of(1))
     assert cudart.names().count("create_execution_context") == contexts_made
 
@@ -669,7 +665,7 @@ def test_runtime_imports_without_torch_or_tensorrt():
         "        if name.split('.')[0] in ('torch', 'torchvision', 'tensorrt', 'polygraphy'):\n"
         "            raise ImportError(name + ' is blocked')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from edgemlic.runtime.tensorrt_backend import TensorRTBackend, plan_chunks\n"
+        "from edgemlic.runtime.tensorrt_backend import TensorRTBackend\n"
         "from edgemlic.runtime.engine_fingerprint import load_fingerprint\n"
         "assert not {'torch', 'tensorrt', 'polygraphy'} & set(sys.modules)\n"
     )
