@@ -72,6 +72,30 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class StreamSmoothing:
+    """Video defaults for `edgemlic.runtime.StreamSmoother`: a label goes off `hysteresis` log-odds below
+    its threshold and shows while `votes[0]` of the stream's last `votes[1]` frames say on. The
+    defaults are the measured ones (README "Stream smoothing")."""
+
+    hysteresis: float = 0.0
+    votes: tuple[int, int] = (3, 5)
+
+    def __post_init__(self) -> None:
+        h = self.hysteresis
+        if isinstance(h, bool) or not isinstance(h, int | float) or not 0 <= h < float("inf"):
+            raise EdgemlicError(f"--hysteresis {h!r}: must be a log-odds margin of 0 or more")
+        votes = self.votes
+        whole = isinstance(votes, tuple | list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in votes
+        )
+        if not whole or len(votes) != 2:
+            raise EdgemlicError(f"--votes {votes!r}: give two whole numbers (n, m), n of the last m frames")
+        if not 1 <= votes[0] <= votes[1]:
+            raise EdgemlicError(f"--votes {votes!r}: n must be from 1 to m (n of the last m frames)")
+        object.__setattr__(self, "votes", tuple(votes))  # a list from JSON or a caller, kept as a tuple
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What a model predicts, how its input is prepared, and where it came from."""
 
@@ -83,6 +107,8 @@ class ModelCard:
     precision: str = "fp32"
     training_data: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, str] = field(default_factory=dict)
+    stream_smoothing: StreamSmoothing | None = None
+    """Written only when set, so cards without it stay readable by edgemlic from before it."""
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -129,6 +155,8 @@ class ModelCard:
         if self.format_version == 1:  # exactly what format-1 readers know: no input fields
             for name in ("input_dtype", "input_layout"):
                 del data["preprocessing"][name]
+        if self.stream_smoothing is None:
+            del data["stream_smoothing"]
         return data | {"format_version": self.format_version}
 
     def to_json(self) -> str:
@@ -161,6 +189,9 @@ class ModelCard:
             fields["classes"] = tuple(fields["classes"])
             if fields.get("class_thresholds") is not None:
                 fields["class_thresholds"] = tuple(float(t) for t in fields["class_thresholds"])
+            if fields.get("stream_smoothing") is not None:
+                smoothing = fields["stream_smoothing"]
+                fields["stream_smoothing"] = StreamSmoothing(smoothing["hysteresis"], smoothing["votes"])
             return cls(preprocessing=Preprocessing(**pre), **fields)
         except (KeyError, TypeError, ValueError) as e:
             raise EdgemlicError(f"{source}: malformed model card ({e})") from None
