@@ -13,8 +13,9 @@ classifier labels do this). Two filters, per class, per stream id, applied in th
 
 A true change therefore shows after at most `n - 1` frames (going on) or `m - n` frames (going off)
 once the score has crossed the threshold (or the off threshold). `hysteresis=0, votes=(1, 1)` gives
-exactly the Predictor's per-frame labels. The defaults were measured on jittered real photos
-(benchmarks/stream_smoothing.py, README "Stream smoothing").
+exactly the Predictor's per-frame labels. The settings come from the arguments, else the card's
+`stream_smoothing`, else the defaults measured on jittered real photos (3 of 5 votes, no hysteresis:
+benchmarks/stream_smoothing.py, README "Stream smoothing").
 
 State is a few bytes per class per stream, kept for at most `max_streams` streams (the one updated
 longest ago is forgotten first); `forget` drops a stream whose camera went away. One lock guards it,
@@ -26,17 +27,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from math import inf
 
 import numpy as np
 
 from edgemlic import checks
-from edgemlic.card import ModelCard
+from edgemlic.card import ModelCard, StreamSmoothing
 from edgemlic.errors import EdgemlicError
 
-DEFAULT_HYSTERESIS = 0.1
-DEFAULT_VOTES = (2, 3)
-"""Measured defaults (README "Stream smoothing"): most of the flicker removed for a delay of one frame."""
 DEFAULT_MAX_STREAMS = 1024
 
 
@@ -65,25 +62,21 @@ class StreamSmoother:
         card: ModelCard,
         *,
         threshold: float | None = None,
-        hysteresis: float = DEFAULT_HYSTERESIS,
-        votes: tuple[int, int] = DEFAULT_VOTES,
+        hysteresis: float | None = None,
+        votes: tuple[int, int] | None = None,
         max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
-        """`threshold` overrides the card's thresholds for every class, as in the Predictor."""
+        """`threshold` overrides the card's thresholds for every class, as in the Predictor; `hysteresis`
+        and `votes` override the card's `stream_smoothing`, else StreamSmoothing's measured defaults."""
         self.classes = card.classes
         self.on_thresholds = card.thresholds(threshold)
-        if (
-            isinstance(hysteresis, bool)
-            or not isinstance(hysteresis, int | float)
-            or not 0 <= hysteresis < inf
-        ):
-            raise EdgemlicError(f"--hysteresis {hysteresis!r}: must be a log-odds margin of 0 or more")
-        self.off_thresholds = off_thresholds(self.on_thresholds, hysteresis)
-        if len(votes) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in votes):
-            raise EdgemlicError(f"--votes {votes!r}: give two whole numbers (n, m), n of the last m frames")
-        self.needed, self.window = votes
-        if not 1 <= self.needed <= self.window:
-            raise EdgemlicError(f"--votes {votes!r}: n must be from 1 to m (n of the last m frames)")
+        defaults = card.stream_smoothing or StreamSmoothing()
+        settings = StreamSmoothing(  # checks both, one way for the card and the API
+            defaults.hysteresis if hysteresis is None else hysteresis,
+            defaults.votes if votes is None else votes,
+        )
+        self.off_thresholds = off_thresholds(self.on_thresholds, settings.hysteresis)
+        self.needed, self.window = settings.votes
         checks.at_least("max_streams", max_streams, 1)
         self.max_streams = max_streams
         self._streams: OrderedDict[Hashable, _Stream] = OrderedDict()

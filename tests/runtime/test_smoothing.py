@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgemlic.card import ModelCard
+from edgemlic.card import ModelCard, StreamSmoothing
 from edgemlic.errors import EdgemlicError
 from edgemlic.export import export_model
 from edgemlic.runtime import Predictor, StreamSmoother
@@ -115,12 +115,38 @@ def test_the_off_threshold_lies_the_margin_below_in_log_odds_even_near_0_and_1()
         (dict(hysteresis=-0.1), "--hysteresis -0.1"),
         (dict(votes=(4, 3)), "n must be from 1 to m"),
         (dict(votes=(2,)), "give two whole numbers"),
+        (dict(votes=3), "give two whole numbers"),
         (dict(max_streams=0), "--max-streams 0"),
     ],
 )
 def test_settings_that_cannot_work_are_one_clear_error(options, message):
     with pytest.raises(EdgemlicError, match=message):
         StreamSmoother(CARD, **options)
+
+
+def test_smoothing_defaults_travel_in_the_card_and_arguments_override_them(tmp_path):
+    card = CARD.replace(stream_smoothing=StreamSmoothing(hysteresis=0.4, votes=(2, 4)))
+    card.save(tmp_path / "card.json")
+    loaded = ModelCard.load(tmp_path / "card.json")
+    assert loaded == card
+    from_card = StreamSmoother(loaded)
+    assert (from_card.needed, from_card.window) == (2, 4)
+    assert from_card.off_thresholds[0] == pytest.approx(0.4013, abs=1e-4)
+    overridden = StreamSmoother(loaded, hysteresis=0, votes=[1, 1])
+    assert (overridden.needed, overridden.window) == (1, 1)
+    assert np.array_equal(overridden.off_thresholds, overridden.on_thresholds)
+    default = StreamSmoother(CARD)
+    assert (default.needed, default.window) == StreamSmoothing().votes
+
+
+def test_a_card_without_smoothing_is_written_as_before_and_one_with_bad_smoothing_is_refused(tmp_path):
+    assert "stream_smoothing" not in CARD.to_dict()
+    assert ModelCard.from_dict(CARD.to_dict()) == CARD
+    data = CARD.to_dict() | {"stream_smoothing": {"hysteresis": 0.5, "votes": [4, 3]}}
+    with pytest.raises(EdgemlicError, match="n must be from 1 to m"):
+        ModelCard.from_dict(data)
+    with pytest.raises(EdgemlicError, match="malformed model card"):
+        ModelCard.from_dict(CARD.to_dict() | {"stream_smoothing": {"votes": [2, 3]}})
 
 
 def test_scores_of_the_wrong_shape_or_a_repeated_stream_are_refused():
