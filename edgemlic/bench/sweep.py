@@ -42,7 +42,8 @@ from edgemlic.bench.timing import (
 from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError, first_line, import_optional
 from edgemlic.runtime import Backend, Predictor, load_backend
-from edgemlic.runtime.loader import parse_onnx_variant, parse_torch_options, variant_name
+from edgemlic.runtime.loader import parse_onnx_variant
+from edgemlic.runtime.torch_options import parse_torch_options, variant_name
 
 MODES = ("model", "e2e")
 ROTATING_BATCHES = 4

@@ -13,21 +13,19 @@ from edgemlic.cli.app import app
 engine_app = typer.Typer(help="Build, inspect and deploy TensorRT engines.", no_args_is_help=True)
 app.add_typer(engine_app, name="engine")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_PARITY_IMAGES = 16
 
 
 def _parity_images(folder: Path | None) -> list[Path]:
+    """The first images of a folder (sorted by name), as every command reads a folder of images."""
     from edgemlic.errors import EdgemlicError
+    from edgemlic.image_files import expand_image_paths
 
     if folder is None:
         return []
     if not folder.is_dir():
         raise EdgemlicError(f"{folder}: --parity-images must be a folder of images")
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:MAX_PARITY_IMAGES]
-    if not images:
-        raise EdgemlicError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) for the parity check")
-    return images
+    return expand_image_paths([folder])[:MAX_PARITY_IMAGES]
 
 
 @engine_app.command("build")

@@ -1,7 +1,7 @@
 """PyTorch checkpoint backend: the reference the exported artifacts are compared against.
 
 It also runs a checkpoint the way a PyTorch deployment would tune it, with `options` from
-TORCH_OPTIONS (FP16 autocast, channels_last, torch.compile, a CUDA graph per batch size).
+torch_options.TORCH_OPTIONS (FP16 autocast, channels_last, torch.compile, a CUDA graph per batch size).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from edgemlic.checkpoint import load_model
 from edgemlic.device import resolve_device
 from edgemlic.errors import EdgemlicError
 from edgemlic.runtime.backend import Backend
-from edgemlic.runtime.loader import GPU_ONLY_OPTIONS, TORCH_OPTIONS, variant_name
+from edgemlic.runtime.torch_options import GPU_ONLY_OPTIONS, TORCH_OPTIONS, variant_name
 
 
 class TorchBackend(Backend):

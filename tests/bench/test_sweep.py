@@ -12,7 +12,7 @@ from edgemlic.errors import EdgemlicError
 from edgemlic.images import preprocess_batch
 from edgemlic.io import sha256_file
 from edgemlic.runtime import load_backend
-from edgemlic.runtime.loader import parse_torch_options
+from edgemlic.runtime.torch_options import parse_torch_options
 
 CELL_KEYS = {
     "backend",

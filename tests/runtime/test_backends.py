@@ -11,7 +11,8 @@ from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx import with_uint8_input
 from edgemlic.images import decode_image, preprocess, preprocess_batch
 from edgemlic.runtime import Predictor, load_backend
-from edgemlic.runtime.loader import parse_onnx_variant, parse_torch_options
+from edgemlic.runtime.loader import parse_onnx_variant
+from edgemlic.runtime.torch_options import parse_torch_options
 
 BACKENDS = [
     pytest.param(("checkpoint", "eager"), id="pytorch"),
