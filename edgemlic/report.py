@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemlic.errors import EdgemlicError
+from edgemlic.formatting import number
 from edgemlic.io import write_text
 
 THUMBNAIL_SIDE = 160
@@ -232,15 +233,13 @@ def _img(uri: str, alt: str) -> str:
     return f'<img class="figure" src="{uri}" alt="{escape(alt)}">'
 
 
-def _f(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else escape(str(value))
+def _cell(value) -> str:
+    return number(value, missing="–") if isinstance(value, float | None) else escape(str(value))
 
 
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_f(v)}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edgemlic.cli.app import app, check_outputs, comma_list, console
+from edgemlic.formatting import number
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -20,10 +21,6 @@ def _batch_sizes(text: str) -> list[int]:
         raise EdgemlicError(
             f"--batch-sizes {text!r}: give whole numbers separated by commas, e.g. 1,8,32"
         ) from None
-
-
-def _f(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def print_cells(cells, title: str) -> None:
@@ -41,7 +38,7 @@ def print_cells(cells, title: str) -> None:
     for (artifact, _), group in groupby(cells, key=lambda c: (c.artifact, c.variant)):
         group = list(group)
         first = group[0]
-        facts = [f"{first.backend} {kind(first)} on {first.device}", _f(first.size_mb, ".1f") + " MB"]
+        facts = [f"{first.backend} {kind(first)} on {first.device}", number(first.size_mb, ".1f") + " MB"]
         if first.micro_f1 is not None:
             facts.append(f"micro-F1 {first.micro_f1:.4f}")
         if first.cross_model:
@@ -64,16 +61,16 @@ def print_cells(cells, title: str) -> None:
             if cell.error:
                 table.add_row(str(cell.batch), *["-"] * (len(columns) - 1))
                 continue
-            speedup = _f(cell.speedup_vs_pytorch, ".2f") + ("x" if cell.speedup_vs_pytorch else "")
+            speedup = number(cell.speedup_vs_pytorch, ".2f") + ("x" if cell.speedup_vs_pytorch else "")
             table.add_row(
                 str(cell.batch),
-                _f(cell.p50_ms, ".2f"),
-                _f(cell.p90_ms, ".2f"),
-                _f(cell.p99_ms, ".2f"),
-                _f(cell.images_per_s, ".1f"),
+                number(cell.p50_ms, ".2f"),
+                number(cell.p90_ms, ".2f"),
+                number(cell.p99_ms, ".2f"),
+                number(cell.images_per_s, ".1f"),
                 speedup,
-                *[_f(cell.energy_mj_per_image, ".1f")] * energy,
-                *[_f(cell.peak_share, ".0%")] * peak,
+                *[number(cell.energy_mj_per_image, ".1f")] * energy,
+                *[number(cell.peak_share, ".0%")] * peak,
             )
         console.print(table)
         shares = [cell.other_cpu_share for cell in group if cell.other_cpu_share is not None]

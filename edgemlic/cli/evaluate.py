@@ -10,6 +10,7 @@ from rich import box
 from rich.table import Table
 
 from edgemlic.cli.app import OnnxBackendOption, app, check_outputs, console, onnx_backend
+from edgemlic.formatting import number
 
 SUMMARY = {
     "precision": "micro_precision",
@@ -27,12 +28,8 @@ PER_CLASS = {"prec": "precision", "recall": "recall", "F1": "f1", "AP": "ap"} | 
 SWEEP = {k: v for k, v in SUMMARY.items() if k not in ("mAP", "Hamming")}
 
 
-def _f(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def _cell(value: float | int | None) -> str:
-    return str(value) if isinstance(value, int) else _f(value)
+    return str(value) if isinstance(value, int) else number(value)
 
 
 def _table(title: str, columns: dict[str, str]) -> Table:
@@ -68,7 +65,7 @@ def evaluate(
     )
     r = result.report
     summary = _table(f"{Path(str(artifact)).name} on {split} ({r['num_images']} images)", SUMMARY)
-    summary.add_row(*(_f(r[key]) for key in SUMMARY.values()))
+    summary.add_row(*(number(r[key]) for key in SUMMARY.values()))
     console.print(summary)
     per_class = _table("per class", {"class": "class", "support": "support", **PER_CLASS})
     for c in r["per_class"]:
@@ -76,7 +73,7 @@ def evaluate(
     console.print(per_class)
     sweep = _table("threshold sweep", {"threshold": "threshold", **SWEEP})
     for row in r["sweep"]:
-        sweep.add_row(f"{row['threshold']:.1f}", *(_f(row[key]) for key in SWEEP.values()))
+        sweep.add_row(f"{row['threshold']:.1f}", *(number(row[key]) for key in SWEEP.values()))
     console.print(sweep)
     if json_path:
         write_json(json_path, r)

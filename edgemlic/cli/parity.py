@@ -10,10 +10,7 @@ import typer
 from rich.markup import escape
 
 from edgemlic.cli.app import app, check_outputs, comma_list, console
-
-
-def _f(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+from edgemlic.formatting import number
 
 
 def _delta(value: float | None) -> str:
@@ -30,7 +27,8 @@ def print_report(report) -> None:
     )
     console.print(
         f"reference {Path(ref.artifact).name} ({ref.backend} {ref.precision}): micro-F1 "
-        f"{_f(ref.comparison.micro_f1)}, Jaccard {_f(ref.comparison.jaccard)}, mAP {_f(ref.comparison.mAP)}",
+        f"{number(ref.comparison.micro_f1)}, Jaccard {number(ref.comparison.jaccard)}, "
+        f"mAP {number(ref.comparison.mAP)}",
         markup=False,
         highlight=False,
     )
@@ -41,8 +39,8 @@ def print_report(report) -> None:
         console.print()
         console.print(f"{escape(Path(row.artifact).name)} ({row.backend} {row.precision}{other}): {verdict}")
         console.print(
-            f"  micro-F1 {_f(c.micro_f1)}{_delta(c.delta_micro_f1)}  Jaccard {_f(c.jaccard)}"
-            f"{_delta(c.delta_jaccard)}  mAP {_f(c.mAP)}{_delta(c.delta_mAP)}",
+            f"  micro-F1 {number(c.micro_f1)}{_delta(c.delta_micro_f1)}  Jaccard {number(c.jaccard)}"
+            f"{_delta(c.delta_jaccard)}  mAP {number(c.mAP)}{_delta(c.delta_mAP)}",
             markup=False,
             highlight=False,
         )
