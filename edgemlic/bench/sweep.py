@@ -109,11 +109,12 @@ class BenchCell:
 
 
 def kind(cell: BenchCell | dict[str, Any]) -> str:
-    """What a row ran, for tables and legends: "int8", "int8+throughput", "fp16+cuda-graphs"."""
+    """What a row ran, for tables and legends: "int8", "int8+throughput", "fp16+cuda-graphs", "bf16"
+    (an option that names the precision the row ran in is said once)."""
     c = cell if isinstance(cell, dict) else cell.to_dict()
     if c["backend"] == "pytorch":
         return c["variant"] if c["variant"] != "eager" else c["precision"]
-    options = c["variant"].split("+")[1:]
+    options = [o for o in c["variant"].split("+")[1:] if o != c["precision"]]
     return "+".join([c["precision"], *options])
 
 

@@ -20,13 +20,15 @@ ONNX_BACKENDS = ("onnxruntime", "openvino")
 
 ONNX_OPTIONS = {
     "throughput": ("openvino", {"hint": "throughput"}),
+    "bf16": ("openvino", {"inference_precision": "bf16"}),
     "no-spin": ("onnxruntime", {"spin": False}),
 }
 """Options an .onnx backend can be run with, written after it with "+": "openvino+throughput"."""
 
 
 def parse_onnx_variant(text: str) -> dict[str, Any]:
-    """load_backend's arguments for a variant: "openvino", "openvino+throughput", "onnxruntime+no-spin"."""
+    """load_backend's arguments for a variant: "openvino", "openvino+throughput+bf16",
+    "onnxruntime+no-spin"."""
     backend, *options = text.split("+")
     _check_onnx_backend(backend)
     arguments: dict[str, Any] = {"backend": backend}
@@ -54,6 +56,7 @@ def load_backend(
     torch_options: Collection[str] = (),
     backend: str | None = None,
     hint: str | None = None,
+    inference_precision: str | None = None,
     spin: bool | None = None,
     contexts: int | None = None,
     cuda_graphs: bool = False,
@@ -63,11 +66,12 @@ def load_backend(
     `device` is auto, cpu, cuda or cuda:N for every kind (an engine refuses cpu: it has no CPU form).
     `threads` sets the CPU threads of PyTorch, ONNX Runtime and OpenVINO; `torch_options` tune a
     checkpoint (see TORCH_OPTIONS); `backend` chooses what runs an .onnx (ONNX_BACKENDS, default ONNX
-    Runtime); `hint` is OpenVINO's latency or throughput hint; `spin` lets ONNX Runtime's threads spin
-    while waiting for work (its default: faster on a quiet machine, slower on a shared one); `contexts`
-    bounds a TensorRT engine's execution contexts (threads beyond it wait for one); `cuda_graphs` runs an
-    engine through a CUDA graph captured per batch size, as trtexec's --useCudaGraph (a checkpoint's own
-    graphs are the cuda-graphs PyTorch option).
+    Runtime); `hint` is OpenVINO's latency or throughput hint; `inference_precision` OpenVINO's f32 (the
+    default) or bf16; `spin` lets ONNX Runtime's threads spin while waiting for work (its default:
+    faster on a quiet machine, slower on a shared one); `contexts` bounds a TensorRT engine's execution
+    contexts (threads beyond it wait for one); `cuda_graphs` runs an engine through a CUDA graph captured
+    per batch size, as trtexec's --useCudaGraph (a checkpoint's own graphs are the cuda-graphs PyTorch
+    option).
     """
     path = Path(artifact)
     kind = artifact_kind(path)
@@ -88,6 +92,8 @@ def load_backend(
         )
     if hint is not None and backend != "openvino":
         raise EdgemlicError("a latency or throughput hint applies to the openvino backend only")
+    if inference_precision is not None and backend != "openvino":
+        raise EdgemlicError("an inference precision (bf16) applies to the openvino backend only")
     if spin is not None and not (kind == "onnx" and backend in (None, "onnxruntime")):
         raise EdgemlicError(f"{path}: thread spinning is an ONNX Runtime setting")
     if kind == "checkpoint":
@@ -98,7 +104,13 @@ def load_backend(
     if kind == "onnx" and backend == "openvino":
         from edgemlic.runtime.openvino_backend import OpenVinoBackend
 
-        return OpenVinoBackend(path, device, threads=threads, hint=hint or "latency")
+        return OpenVinoBackend(
+            path,
+            device,
+            threads=threads,
+            hint=hint or "latency",
+            inference_precision=inference_precision or "f32",
+        )
     if kind == "onnx":
         from edgemlic.runtime.onnx_backend import OnnxBackend
 

@@ -302,3 +302,12 @@ def test_a_graph_with_a_fixed_batch_is_timed_at_that_batch_only(onnx_models, val
     fitting, beyond = run_bench([tmp_path / "fixed.onnx"], (2, 4), iters=2, images=val_images).cells
     _sane(fitting)
     assert "outside the batches one run takes (2..2); its graph has a fixed batch" in beyond.error
+
+
+def test_a_bf16_row_is_named_once_by_its_precision():
+    from edgemlic.bench import kind
+
+    bf16 = {"backend": "openvino", "variant": "openvino+bf16", "precision": "bf16"}
+    assert kind(bf16) == "bf16"
+    assert kind(bf16 | {"variant": "openvino+throughput+bf16"}) == "bf16+throughput"
+    assert kind({"backend": "openvino", "variant": "openvino+bf16", "precision": "int8"}) == "int8+bf16"
