@@ -48,7 +48,7 @@ from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
 from edgemlic.data.synth import generate_shapes_dataset
 from edgemlic.demo import DEMO_TRAINING
 from edgemlic.errors import EdgemlicError
-from edgemlic.export import export_model
+from edgemlic.export.pipeline import export_model
 from edgemlic.io import write_json, write_text
 from edgemlic.models import create_model
 from edgemlic.train.config import TrainConfig

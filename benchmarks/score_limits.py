@@ -22,8 +22,8 @@ from edgemlic.checkpoint import build_model, load_checkpoint, save_checkpoint
 from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
 from edgemlic.data.synth import generate_shapes_dataset
 from edgemlic.errors import EdgemlicError
-from edgemlic.export import export_model
 from edgemlic.export import int8 as int8_export
+from edgemlic.export.pipeline import export_model
 from edgemlic.images import preprocess_batch
 from edgemlic.io import write_json
 from edgemlic.runtime import load_backend

@@ -68,7 +68,7 @@ def make_model(work: Path) -> Path:
     """A resnet_tiny trained on generated shapes and exported to FP32 ONNX (reused when present)."""
     from edgemlic.data.synth import generate_shapes_dataset
     from edgemlic.demo import DEMO_TRAINING
-    from edgemlic.export import export_model
+    from edgemlic.export.pipeline import export_model
     from edgemlic.train.config import TrainConfig
     from edgemlic.train.loop import train
 

@@ -107,7 +107,7 @@ def tiny_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """model.fp32.onnx, model.fp16.onnx and the INT8 graphs (TensorRT and CPU forms) of tiny_checkpoint,
     written by `edgemlic export` (calibrated on 16 generated images); treat as read-only."""
-    from edgemlic.export import export_model
+    from edgemlic.export.pipeline import export_model
 
     out = tmp_path_factory.mktemp("exported")
     calibration = {"calibration_data": synth_root, "calibration_count": 16, "cache_dir": out / "cache"}

@@ -414,7 +414,7 @@ def test_an_empty_list_is_refused_by_every_command(cli, exported, synth_root, tm
 
 
 def test_options_that_would_do_nothing_are_refused(cli, tiny_checkpoint, exported, synth_root, tmp_path):
-    from edgemlic.export import export_model
+    from edgemlic.export.pipeline import export_model
 
     out = tmp_path / "out"
     plain = ["export", tiny_checkpoint, "--out", out]

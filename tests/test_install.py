@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgemlic.export import export_model
+from edgemlic.export.pipeline import export_model
 from edgemlic.runtime import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]

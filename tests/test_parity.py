@@ -13,8 +13,8 @@ from edgemlic.checkpoint import build_model, load_checkpoint, save_checkpoint
 from edgemlic.cli import main
 from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
 from edgemlic.errors import EdgemlicError
-from edgemlic.export import export_model
 from edgemlic.export.onnx import set_card
+from edgemlic.export.pipeline import export_model
 from edgemlic.images import preprocess_batch
 from edgemlic.parity import DEFAULT_BUDGETS, budgets_with_overrides, run_parity
 from edgemlic.runtime.onnx_backend import OnnxBackend
@@ -173,7 +173,7 @@ def test_budget_overrides_apply_to_every_artifact(learned_checkpoint, artifacts,
 
 
 def _with_card(source, target, **changes):
-    from edgemlic.export import read_card
+    from edgemlic.export.onnx import read_card
 
     model = onnx.load(str(source))
     set_card(model, read_card(source).replace(**changes))
@@ -233,7 +233,7 @@ def test_an_artifact_of_another_checkpoint_is_refused(tiny_checkpoint, exported,
 
 
 def test_an_artifact_that_names_no_checkpoint_is_refused(tiny_checkpoint, exported, synth_root, tmp_path):
-    from edgemlic.export import read_card
+    from edgemlic.export.onnx import read_card
 
     anonymous = _with_card(exported["fp32"], tmp_path / "anonymous.onnx", provenance={})
     assert "checkpoint_sha256" not in read_card(anonymous).provenance

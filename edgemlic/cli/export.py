@@ -68,8 +68,8 @@ def export(
     ] = False,
 ) -> None:
     """Export to ONNX with the model card inside, gated against PyTorch on real images."""
-    from edgemlic.export import export_model
     from edgemlic.export.mixed import int8_budget
+    from edgemlic.export.pipeline import export_model
     from edgemlic.export.report import format_report
     from edgemlic.io import write_json
 

@@ -6,7 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from edgemlic.export import export_model, read_card
+from edgemlic.export.onnx import read_card
+from edgemlic.export.pipeline import export_model
 from edgemlic.images import preprocess_batch
 from edgemlic.runtime.onnx_backend import OnnxBackend
 

@@ -261,7 +261,7 @@ def test_non_fp32_graphs_are_refused_in_one_line(exported, tmp_path, precision):
 def test_a_uint8_input_graph_is_refused_in_one_line(tiny_checkpoint, tmp_path):
     """nvinfer feeds the network float32 after its own normalization, so the camera-crop graph (uint8
     input, normalization inside) is not the one to give it."""
-    from edgemlic.export import export_model
+    from edgemlic.export.pipeline import export_model
 
     uint8_graph = export_model(tiny_checkpoint, tmp_path, "fp32", input_dtype="uint8").path
     with pytest.raises(EdgemlicError, match="takes uint8 crops") as error:
@@ -558,7 +558,7 @@ def test_coco_mini_folded_graph_parity_and_scaling_cost(coco_mini, tmp_path, tin
     score (half the decisions positive: where flips show): the exact part (normalization folded), the
     filter alone, and the geometry (whole frame stretched or padded vs resize and centre crop)."""
     from edgemlic.data.coco import DEFAULT_CATEGORIES
-    from edgemlic.export import export_model
+    from edgemlic.export.pipeline import export_model
     from edgemlic.train.loop import train
 
     config = tiny_config(

@@ -14,9 +14,9 @@ from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.checkpoint import load_checkpoint
 from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
 from edgemlic.errors import EdgemlicError
-from edgemlic.export import export_model, read_card
 from edgemlic.export import int8 as int8_export
-from edgemlic.export.onnx import set_card
+from edgemlic.export.onnx import read_card, set_card
+from edgemlic.export.pipeline import export_model
 from edgemlic.export.report import format_report
 from edgemlic.images import preprocess_batch
 from edgemlic.io import sha256_file

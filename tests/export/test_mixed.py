@@ -9,7 +9,6 @@ import pytest
 
 from edgemlic.compare import Budget
 from edgemlic.errors import EdgemlicError
-from edgemlic.export import export_model
 from edgemlic.export.int8 import coco_calibration_set
 from edgemlic.export.mixed import (
     Judge,
@@ -20,6 +19,7 @@ from edgemlic.export.mixed import (
     layer_names,
 )
 from edgemlic.export.onnx import graph_scores, load_graph
+from edgemlic.export.pipeline import export_model
 from edgemlic.export.report import _mixed_lines
 
 CALIBRATION = {"calibration_count": 16}

@@ -11,8 +11,9 @@ from edgemlic.card import CARD_FORMAT_VERSION
 from edgemlic.checkpoint import load_model
 from edgemlic.compare import BUDGETS
 from edgemlic.errors import EdgemlicError
-from edgemlic.export import export_model, read_card
 from edgemlic.export import onnx as onnx_export
+from edgemlic.export.onnx import read_card
+from edgemlic.export.pipeline import export_model
 from edgemlic.images import preprocess_batch
 from edgemlic.io import sha256_file
 from edgemlic.runtime.onnx_backend import CARD_METADATA_KEY, OnnxBackend

@@ -92,7 +92,7 @@ def test_dla_releases_and_gpu_builds_pass_the_release_check(version):
 def test_a_uint8_frames_graph_is_built_and_served_nhwc(tiny_checkpoint, tmp_path, polygraphy):
     """A graph that takes uint8 S x S x 3 frames gets NHWC profile shapes in engine build and in the
     trtexec and Triton recipes, not the float graph's 3 x S x S."""
-    from edgemlic.export import export_model
+    from edgemlic.export.pipeline import export_model
 
     onnx = export_model(tiny_checkpoint, tmp_path, precision="fp32", input_dtype="uint8").path
     info = read_onnx_model(onnx)

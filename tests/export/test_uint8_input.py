@@ -17,9 +17,9 @@ from edgemlic import card as card_module
 from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.compare import BUDGETS, compare_scores
 from edgemlic.errors import EdgemlicError
-from edgemlic.export import export_model, read_card
 from edgemlic.export import onnx as onnx_export
-from edgemlic.export.onnx import UINT8_INPUT_BUDGET, generated_gate_images
+from edgemlic.export.onnx import UINT8_INPUT_BUDGET, generated_gate_images, read_card
+from edgemlic.export.pipeline import export_model
 from edgemlic.runtime import Predictor, load_backend
 from edgemlic.runtime.loader import parse_onnx_variant
 

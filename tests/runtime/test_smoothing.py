@@ -7,7 +7,7 @@ from PIL import Image
 
 from edgemlic.card import ModelCard, StreamSmoothing
 from edgemlic.errors import EdgemlicError
-from edgemlic.export import export_model
+from edgemlic.export.pipeline import export_model
 from edgemlic.runtime import Predictor, StreamSmoother
 from edgemlic.runtime.smoothing import off_thresholds
 
