@@ -88,6 +88,8 @@ class OpenVinoBackend(Backend):
         self.hint = hint
         self.inference_precision = inference_precision
         self.streams = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.cpu_threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+        """The cores inference computes on (what an application's decode threads should leave)."""
         # Infer requests are not thread-safe: each is lent to one caller at a time; a batch in the
         # throughput hint takes up to `streams` of them.
         self._pool: Pool[Any] = Pool(self._compiled.create_infer_request, self.streams)
@@ -104,11 +106,16 @@ class OpenVinoBackend(Backend):
         split = self.hint == "throughput" and self.max_batch is None
         wanted = min(self.streams, len(batch)) if split else 1
         with self._pool.lease_many(wanted) as requests:
-            parts = np.array_split(batch, len(requests))
-            for request, part in zip(requests, parts, strict=True):
-                request.start_async([part])
-            for request in requests:
-                request.wait()
+            if len(requests) == 1:
+                # what a plain loop does: one synchronous call, and the input read where it lies
+                # (share_inputs) instead of copied into the request's own buffer first
+                requests[0].infer([batch], share_inputs=True)
+            else:
+                parts = np.array_split(batch, len(requests))
+                for request, part in zip(requests, parts, strict=True):
+                    request.start_async([part], share_inputs=True)  # the parts outlive the waits below
+                for request in requests:
+                    request.wait()
             # copies: each request's output buffer is reused by its next inference
             return np.concatenate([np.array(r.get_output_tensor(0).data, dtype=np.float32) for r in requests])
 
