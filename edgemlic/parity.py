@@ -113,6 +113,11 @@ class ParityReport:
         }
 
 
+INPUT_DELIVERY = ("input_dtype", "input_layout")
+"""How the pixels reach a graph (normalized float32 NCHW, or uint8 NHWC normalized inside it): artifacts
+that differ only in these see the same pixels, and parity feeds each the form it takes."""
+
+
 def check_same_model_inputs(reference: ModelCard, card: ModelCard, artifact: str | Path) -> None:
     """Refuse an artifact whose classes or preprocessing differ from the reference's, naming the field."""
     if card.classes != reference.classes:
@@ -121,6 +126,8 @@ def check_same_model_inputs(reference: ModelCard, card: ModelCard, artifact: str
             f"{list(reference.classes)}); compare artifacts exported from the same checkpoint"
         )
     for field in dataclasses.fields(reference.preprocessing):
+        if field.name in INPUT_DELIVERY:
+            continue
         theirs = getattr(card.preprocessing, field.name)
         ours = getattr(reference.preprocessing, field.name)
         if theirs != ours:
@@ -193,7 +200,7 @@ def run_parity(
     artifact is compared once per entry of `onnx_variants` ("onnxruntime", "openvino", ...).
     """
     from edgemlic.data.coco import load_coco_split
-    from edgemlic.images import iter_preprocessed
+    from edgemlic.images import iter_preprocessed, normalize
 
     if not artifacts:
         raise EdgemlicError("parity: give at least one artifact to compare with the reference")
@@ -221,9 +228,13 @@ def run_parity(
         data = load_coco_split(Path(coco_root), split, card.classes)
         sources = [sample.path for sample in data.samples]
         outputs: list[list[np.ndarray]] = [[] for _ in backends]
-        for batch in iter_preprocessed(sources, card.preprocessing, batch_size):
+        # Each image is resized and cropped once; float graphs get it normalized, uint8 graphs as it is.
+        crops = dataclasses.replace(card.preprocessing, input_dtype="uint8", input_layout="NHWC")
+        for pixels in iter_preprocessed(sources, crops, batch_size):
+            normalized = normalize(pixels, card.preprocessing)
             for scores, backend in zip(outputs, backends, strict=True):
-                scores.append(backend.infer(batch))
+                uint8_input = backend.card.preprocessing.input_dtype == "uint8"
+                scores.append(backend.infer(pixels if uint8_input else normalized))
     finally:
         for backend in backends:
             backend.close()

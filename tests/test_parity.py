@@ -266,6 +266,19 @@ def test_another_training_fails_the_score_limits(learned_checkpoint, exported, s
     assert any(f.startswith("mean_abs_diff ") for f in failures), failures
 
 
+def test_a_uint8_input_graph_is_fed_its_crops_and_matches_its_checkpoint(
+    tiny_checkpoint, exported, synth_root, tmp_path
+):
+    """The same resized crop reaches every artifact: normalized for float graphs, as bytes for a graph
+    that normalizes inside; the FP32 uint8-input graph then decides exactly as the float one."""
+    frames = export_model(tiny_checkpoint, tmp_path, "fp32", input_dtype="uint8").path
+    report = run_parity(tiny_checkpoint, [exported["fp32"], frames], synth_root, "val2017")
+    float_row, frames_row = report.artifacts
+    assert report.passed and frames_row.comparison.flip_rate == 0
+    assert frames_row.comparison.max_abs_diff <= 1e-5
+    assert abs(frames_row.comparison.max_abs_diff - float_row.comparison.max_abs_diff) <= 1e-5
+
+
 def test_unrunnable_artifacts_are_one_named_line(learned_checkpoint, synth_root, tmp_path):
     engine = tmp_path / "model.int8.engine"
     engine.write_bytes(b"not really an engine")
