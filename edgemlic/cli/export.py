@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +22,13 @@ def export(
         Path | None, typer.Option(help="INT8: COCO-format root to draw calibration images from.")
     ] = None,
     calib_split: Annotated[str, typer.Option(help="INT8: split of --calib-data.")] = "train2017",
-    calib_images: Annotated[int, typer.Option(help="INT8: number of calibration images.")] = 256,
+    calib_images: Annotated[
+        int | None,
+        typer.Option(
+            help="INT8: number of calibration images (default 256, or what a smaller split has beside "
+            "32 held-out gate images)."
+        ),
+    ] = None,
     calib_method: Annotated[str, typer.Option(help="INT8: percentile, entropy or minmax.")] = "percentile",
     calib_manifest: Annotated[
         Path | None, typer.Option(help="INT8: where to write the image manifest (default: beside the model).")
@@ -68,35 +75,51 @@ def export(
     ] = False,
 ) -> None:
     """Export to ONNX with the model card inside, gated against PyTorch on real images."""
+    from edgemlic.errors import EdgemlicError
     from edgemlic.export.mixed import int8_budget
-    from edgemlic.export.pipeline import export_model
+    from edgemlic.export.pipeline import MissingCalibrationError, export_model
     from edgemlic.export.report import format_report
     from edgemlic.io import write_json
 
     check_outputs(json_path)
     limits = (max_delta_f1, max_flip_rate, max_abs_diff)
-    result = export_model(
-        checkpoint,
-        out,
-        precision,
-        calibration_data=calib_data,
-        calibration_split=calib_split,
-        calibration_count=calib_images,
-        calibration_method=calib_method,
-        calibration_manifest=calib_manifest,
-        int8_target=target,
-        cache_dir=calib_cache,
-        seed=seed,
-        max_float_layers=max_float_layers,
-        budget=None if limits == (None, None, None) else int8_budget(*limits),
-        held_out_split=holdout_split,
-        keep_missed_budget=keep_missed_budget,
-        input_dtype=input_dtype,
-    )
+    try:
+        result = export_model(
+            checkpoint,
+            out,
+            precision,
+            calibration_data=calib_data,
+            calibration_split=calib_split,
+            calibration_count=calib_images,
+            calibration_method=calib_method,
+            calibration_manifest=calib_manifest,
+            int8_target=target,
+            cache_dir=calib_cache,
+            seed=seed,
+            max_float_layers=max_float_layers,
+            budget=None if limits == (None, None, None) else int8_budget(*limits),
+            held_out_split=holdout_split,
+            keep_missed_budget=keep_missed_budget,
+            input_dtype=input_dtype,
+        )
+    except MissingCalibrationError:
+        raise EdgemlicError(
+            "INT8 export needs calibration images: add --calib-data COCO_ROOT (a COCO-format dataset root; "
+            "--calib-split chooses its split, train2017 by default)"
+        ) from None
     console.print(format_report(result.report), soft_wrap=True, markup=False)
     if json_path:
         write_json(json_path, result.report)
         console.print(f"report written to {json_path}", soft_wrap=True, markup=False)
+    if precision == "int8" and target == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+        # ONNX Runtime runs the signed Q/DQ form on a CPU slower than FP32: say so before anyone benches it.
+        console.print(
+            f"note: {result.path.name} is the TensorRT form of INT8, for `edgemlic engine build` on a GPU; "
+            "on a CPU it runs slower than FP32. For CPU deployment export with --target cpu "
+            "(model.int8-cpu.onnx).",
+            soft_wrap=True,
+            markup=False,
+        )
     if engine:
         from edgemlic.cli.engine import print_build
         from edgemlic.export.tensorrt import build_engine

@@ -72,6 +72,9 @@ CALIBRATION_CHUNK = 16
 """Images per calibration pass: ORT's histogram calibrators hold every intermediate tensor of a pass
 in memory (about 100 MB per image for a ResNet-50 at 224 px)."""
 _BATCH = 8
+CALIBRATION_IMAGES = 256
+"""The default count where the split has it beside the gate's images: percentile ranges settle at a few
+hundred images. A smaller split is used as far as it goes (`default_calibration_count`)."""
 _CALIBRATOR_OPTIONS = {
     "percentile": {"num_bins": 2048, "percentile": 99.999},
     # ORT's default of 128 bins for 128 quantized bins leaves a single candidate threshold, the
@@ -95,6 +98,8 @@ class CalibrationSet:
     paths: tuple[Path, ...]
     images: tuple[bytes, ...]
     manifest_text: str
+    note: str | None = None
+    """Said to the user when the default count could not be met."""
 
     @property
     def manifest_sha256(self) -> str:
@@ -108,14 +113,28 @@ def check_int8_options(method: str, target: str) -> None:
         raise EdgemlicError(f"INT8 target {target!r} is not one of {', '.join(INT8_TARGETS)}")
 
 
-def select_calibration_samples(split: CocoSplit, count: int, seed: int = 0) -> list[Sample]:
-    """`count` images, class-balanced: round robin over the classes, rarest class first.
+def default_calibration_count(available: int) -> int:
+    """CALIBRATION_IMAGES, or on a split too small for that beside GATE_IMAGES held-out gate images,
+    every image but those (the gate then judges the ranges on images they did not come from); a split
+    of fewer than twice GATE_IMAGES is used whole."""
+    from edgemlic.export.onnx import GATE_IMAGES
+
+    if available < 2 * GATE_IMAGES:
+        return available
+    return min(CALIBRATION_IMAGES, available - GATE_IMAGES)
+
+
+def select_calibration_samples(split: CocoSplit, count: int | None = None, seed: int = 0) -> list[Sample]:
+    """`count` images (None: `default_calibration_count`), class-balanced: round robin over the classes,
+    rarest class first.
 
     Each turn takes the next unused image (in a seeded shuffle of the split) that contains the class,
     so rare classes are represented before common ones fill the list; when every class is exhausted,
     the remaining images (negatives and others) fill it in the same shuffled order.
     """
     samples = split.samples
+    if count is None:
+        count = default_calibration_count(len(samples))
     if count < 1:
         raise EdgemlicError(f"calibration: the image count must be at least 1, not {count}")
     if len(samples) < count:
@@ -147,12 +166,22 @@ def select_calibration_samples(split: CocoSplit, count: int, seed: int = 0) -> l
 
 
 def coco_calibration_set(
-    root: str | Path, split_name: str, card: ModelCard, count: int, method: str, seed: int = 0
+    root: str | Path, split_name: str, card: ModelCard, count: int | None, method: str, seed: int = 0
 ) -> CalibrationSet:
-    """Select `count` images of a COCO-format split for the card's classes and write their manifest text."""
+    """Select `count` images (None: `default_calibration_count`) of a COCO-format split for the card's
+    classes and write their manifest text."""
     root = Path(root)
     split = load_coco_split(root, split_name, card.classes, keep_negatives=True)
     samples = select_calibration_samples(split, count, seed)
+    note = None
+    if count is None and len(samples) < CALIBRATION_IMAGES:
+        rest = len(split.samples) - len(samples)
+        note = (
+            f"calibrated on {len(samples)} of {split_name}'s {len(split.samples)} images, fewer than the "
+            f"{CALIBRATION_IMAGES} recommended"
+            + (f" (the other {rest} are kept for the held-out checks)" if rest else "")
+            + "; --calib-images N sets the count"
+        )
     image_dir = split.image_dir.resolve()
     images = [_read_image(s.path) for s in samples]
     chosen = np.stack([s.target for s in samples]).astype(bool)
@@ -166,7 +195,7 @@ def coco_calibration_set(
         "selection": "class-balanced: round robin over the classes, rarest first, each taking the next "
         "unused image containing it in a seeded shuffle; then the other images in that order",
         "seed": seed,
-        "count": count,
+        "count": len(samples),
         "class_images": {name: int(chosen[:, c].sum()) for c, name in enumerate(card.classes)},
         "images": [
             {
@@ -178,7 +207,7 @@ def coco_calibration_set(
         ],
     }
     return CalibrationSet(
-        tuple(s.path for s in samples), tuple(images), json.dumps(manifest, indent=2) + "\n"
+        tuple(s.path for s in samples), tuple(images), json.dumps(manifest, indent=2) + "\n", note
     )
 
 

@@ -29,6 +29,10 @@ from edgemlic.export.onnx import OPSET, Graph
 from edgemlic.io import atomic_path, check_output_file, check_output_folder
 
 
+class MissingCalibrationError(EdgemlicError):
+    """INT8 export was asked for without calibration images; the CLI says it in its own options."""
+
+
 @dataclass(frozen=True)
 class ExportResult:
     path: Path
@@ -52,7 +56,7 @@ def export_model(
     *,
     calibration_data: str | Path | None = None,
     calibration_split: str = "train2017",
-    calibration_count: int = 256,
+    calibration_count: int | None = None,
     calibration_method: str = "percentile",
     calibration_images: Sequence[str | Path] | None = None,
     calibration_manifest: str | Path | None = None,
@@ -69,7 +73,8 @@ def export_model(
     """Export `checkpoint` to `out_dir/model.<precision>.onnx` and return the artifact and its report.
 
     INT8 calibrates on `calibration_count` class-balanced images of COCO-format `calibration_data`
-    (split `calibration_split`) or on exactly the files in `calibration_images`; the image list goes
+    (split `calibration_split`; None: 256, or what a smaller split has beside the gate's images, which the
+    report notes) or on exactly the files in `calibration_images`; the image list goes
     to `calibration_manifest` (default: beside the artifact, `model.int8.calibration.json`). Gates run
     on `gate_images`, else on the calibration images, else on a few generated JPEGs.
 
@@ -201,7 +206,7 @@ def export_model(
                         keep_missed_budget,
                     )
                     final = choice.graph
-                    report["mixed"] = choice.record
+                    report["mixed"] = choice.record | {"held_out_split": held_out_split or calibration_split}
             # Judged by the export budget of the precision (compare.BUDGETS): NaN, a broken conversion or
             # INT8 ranges far off on images calibration did not use stop the export with nothing written.
             final_gate = gate(fp32.scores, final.scores(batch), final.card, "fp32-onnx")
@@ -225,6 +230,7 @@ def export_model(
                 "cache_hit": quantized.cache_hit,
                 "cache_file": str(quantized.cache_file),
                 "cache_rejected": quantized.cache_problem,
+                "note": calibration.note,
             }
 
         report_path = path.with_name(path.name.removesuffix(".onnx") + ".export.json")
@@ -434,11 +440,13 @@ def _check_int8_arguments(precision: str, **given: Any) -> None:
                 "--precision int8"
             )
         return
-    if (given["calibration_data"] is None) == (given["calibration_images"] is None):
-        raise EdgemlicError(
-            "INT8 export needs calibration images: pass --calib-data COCO_ROOT (or, from Python, either "
-            "calibration_data or calibration_images, not both)"
+    if given["calibration_data"] is None and given["calibration_images"] is None:
+        raise MissingCalibrationError(
+            "INT8 export needs calibration images: pass calibration_data (a COCO-format root) or "
+            "calibration_images (image files)"
         )
+    if given["calibration_data"] is not None and given["calibration_images"] is not None:
+        raise EdgemlicError("INT8 export calibrates on calibration_data or calibration_images, not both")
     check_int8_options(given["calibration_method"], given["int8_target"])
     checks.at_least("seed", given["seed"], 0)
     checks.at_least("max_float_layers", given["max_float_layers"], 0)

@@ -27,16 +27,11 @@ def _megabytes(size: int) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A few lines for the console."""
+    """A few lines for the console: the artifact and its gate, then the FP32 graph it came from with its
+    own gate, indented under it, so no figure sits under a graph it does not belong to."""
     graph = report["graph"]
     target = f" ({report['int8_target']})" if report.get("int8_target") else ""
     lines = [f"{report['artifact']}: {report['precision']}{target}, {_megabytes(graph['size_bytes'])}"]
-    fp32 = report["fp32"]
-    if report["precision"] != "fp32":
-        lines.append(
-            f"  fp32 graph: {fp32['path']} ({'reused' if fp32['reused'] else 'exported'}, "
-            f"{_megabytes(fp32['size_bytes'])})"
-        )
     dtypes = ", ".join(f"{name} {count}" for name, count in graph["initializer_dtypes"].items())
     lines.append(
         f"  graph: {graph['nodes']} nodes, {graph['quantize_linear']} QuantizeLinear, "
@@ -49,25 +44,51 @@ def format_report(report: dict[str, Any]) -> str:
             f"{calibration['manifest']} (sha256 {calibration['manifest_sha256'][:12]}), "
             f"cache {'hit' if calibration['cache_hit'] else 'miss'}"
         )
+        if calibration.get("note"):
+            lines.append(f"  note: {calibration['note']}")
         if calibration.get("cache_rejected"):
             lines.append(
                 f"  calibration cache {calibration['cache_file']} not used "
                 f"({calibration['cache_rejected']}); calibrated again"
             )
+    source = f" {report['gate_images']}" if report.get("gate_images") else ""
     if report.get("mixed"):
         lines += _mixed_lines(report["mixed"], report.get("int8_target"))
-    gates = [report["gate"]]
-    if report["precision"] != "fp32" and fp32.get("gate"):
-        gates.insert(0, fp32["gate"])
-    source = f" {report['gate_images']}" if report.get("gate_images") else ""
-    for gate in gates:
+        lines.append(_gate_line(report["gate"], source) + _not_the_verdict(report["gate"], report["mixed"]))
+    else:
+        lines.append(_gate_line(report["gate"], source))
+    fp32 = report["fp32"]
+    if report["precision"] != "fp32":
         lines.append(
-            f"  gate vs {gate['reference']} on {gate['images']}{source} images: "
-            f"max abs diff {gate['max_abs_diff']:.3g}, mean {gate['mean_abs_diff']:.3g}, "
-            f"flips {100 * gate['flip_rate']:.2f}%"
+            f"  fp32 graph: {fp32['path']} ({'reused' if fp32['reused'] else 'exported'}, "
+            f"{_megabytes(fp32['size_bytes'])})"
         )
+        if fp32.get("gate"):
+            lines.append("  " + _gate_line(fp32["gate"], source))
     lines.append(f"  report: {report['report']}")
     return "\n".join(lines)
+
+
+_REFERENCES = {"pytorch": "PyTorch", "fp32-onnx": "the fp32 graph"}
+
+
+def _gate_line(gate: dict[str, Any], source: str) -> str:
+    reference = _REFERENCES.get(gate["reference"], gate["reference"])
+    return (
+        f"  gate vs {reference} on {gate['images']}{source} images: "
+        f"max abs diff {gate['max_abs_diff']:.3g}, mean {gate['mean_abs_diff']:.3g}, "
+        f"flips {100 * gate['flip_rate']:.2f}%"
+    )
+
+
+def _not_the_verdict(gate: dict[str, Any], mixed: dict[str, Any]) -> str:
+    """Why the gate's flips differ from the verdict's: other images, a looser limit, another purpose."""
+    limit = (gate.get("budget") or {}).get("max_flip_rate")
+    limit = f", flips <= {100 * limit:g}%" if limit is not None else ""
+    return (
+        f" (the export gate{limit}: it catches a broken graph; the budget's verdict is the "
+        f"{mixed['verdict']['mixed']['images']}-image line above)"
+    )
 
 
 def comparison_figures(m: dict[str, Any]) -> str:
@@ -86,11 +107,13 @@ def _mixed_lines(mixed: dict[str, Any], target: str | None) -> list[str]:
     kept = f"{len(layers)} layers in {kind} ({', '.join(layers)})" if layers else "no layer in float"
     search, verdict = mixed["search"], mixed["verdict"]
     lines = [
-        f"  mixed precision: {kept}, for the budget {budget}",
-        f"    search, {search['plain']['images']} held-out images: plain INT8 {said(search['plain'])}; "
-        f"mixed {said(search['mixed'])}",
+        f"  mixed precision: {kept}, for the budget {budget} against the fp32 graph, on labelled "
+        f"{mixed['held_out_split']} images calibration did not use",
+        f"    search (chose the layers), {search['plain']['images']} images: plain INT8 "
+        f"{said(search['plain'])}; mixed {said(search['mixed'])}",
         f"    verdict, {verdict['plain']['images']} other images: plain INT8 {said(verdict['plain'])}; "
-        f"mixed {said(verdict['mixed'])}: budget {'met' if mixed['verdict_met'] else 'MISSED'}",
+        f"mixed {said(verdict['mixed'])}: budget {'met' if mixed['verdict_met'] else 'MISSED'} "
+        "(this decides)",
     ]
     judged = verdict["mixed"]
     if "flip_rate_ci95" in judged:

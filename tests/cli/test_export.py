@@ -51,6 +51,7 @@ def test_int8_from_the_command_line_equals_the_library(
     )
     assert code == 0, err
     assert "model.int8-cpu.onnx: int8 (cpu)" in out and "QuantizeLinear" in out and "flips" in out
+    assert "note:" not in out  # 16 images were asked for, and the CPU form is the one for a CPU
     library = export_model(
         tiny_checkpoint,
         lib_dir,
@@ -77,7 +78,7 @@ def test_int8_from_the_command_line_equals_the_library(
     "args, message",
     [
         (["{bad}"], "not a loadable edgemlic checkpoint"),
-        (["{ckpt}", "--precision", "int8"], "needs calibration images"),
+        (["{ckpt}", "--precision", "int8"], "needs calibration images: add --calib-data COCO_ROOT"),
         (["{ckpt}", "--precision", "int8", "--calib-data", "/no/such/coco"], "/no/such/coco"),
         (["{ckpt}", "--precision", "bf16"], "precision 'bf16'"),
     ],
@@ -89,7 +90,51 @@ def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, tmp_path, c
     code, _, err = cli(["export", *args, "--out", tmp_path / "out"])
     assert code == 1
     assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err
+    assert "calibration_data" not in err and "Python" not in err  # the command line's words only
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.without_tensorrt
+def test_int8_on_a_small_split_uses_what_there_is_and_says_where_it_runs_fast(
+    tiny_checkpoint, fp32_dir, synth_root, tmp_path, monkeypatch, cli
+):
+    """The README's command, `export CKPT --precision int8 --calib-data ROOT --out DIR`, on a split of
+    48 images: no --calib-images, so all 48 with a note; and the TensorRT form's closing line says that
+    a CPU runs it slower than FP32 and what to export for one instead."""
+    monkeypatch.setenv("EDGEMLIC_CACHE_DIR", str(tmp_path / "cache"))
+    shutil.copy(fp32_dir / "model.fp32.onnx", tmp_path)
+    args = [tiny_checkpoint, "--precision", "int8", "--calib-data", synth_root, "--out", tmp_path]
+    code, out, err = cli(["export", *args])
+    assert code == 0, err
+    assert (
+        "note: calibrated on 48 of train2017's 48 images, fewer than the 256 recommended; --calib-images N "
+        "sets the count" in out
+    )
+    assert json.loads((tmp_path / "model.int8.calibration.json").read_text())["count"] == 48
+    closing = out.strip().splitlines()[-1]
+    assert closing.startswith("note: model.int8.onnx is the TensorRT form of INT8")
+    assert "slower than FP32" in closing and "--target cpu" in closing
+
+    # Asked for more than there are: that is refused, naming both counts.
+    code, _, err = cli(["export", *args, "--calib-images", 49])
+    assert code == 1 and "has 48 images, fewer than the 49 calibration images requested" in err
+
+
+def test_fp16_gates_sit_under_the_graph_they_judge(tiny_checkpoint, fp32_dir, tmp_path, cli):
+    shutil.copy(fp32_dir / "model.fp32.onnx", tmp_path)
+    code, out, err = cli(["export", tiny_checkpoint, "--precision", "fp16", "--out", tmp_path])
+    assert code == 0, err
+    lines = out.splitlines()
+    heading = next(i for i, line in enumerate(lines) if "model.fp16.onnx: fp16" in line)
+    own = next(
+        i for i, line in enumerate(lines) if line.startswith("  gate vs the fp32 graph on 4 generated")
+    )
+    fp32 = next(i for i, line in enumerate(lines) if line.startswith("  fp32 graph: "))
+    fp32_gate = next(i for i, line in enumerate(lines) if "gate vs PyTorch" in line)
+    assert heading < own < fp32 < fp32_gate and lines[fp32_gate].startswith(
+        "    gate vs PyTorch on 4 generated"
+    )
+    assert sum("gate vs" in line for line in lines) == 2
 
 
 @pytest.mark.without_tensorrt

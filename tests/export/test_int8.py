@@ -330,7 +330,8 @@ def test_a_cache_that_fails_any_check_is_calibrated_again(
     [
         ({"calibration_data": "/no/such/coco"}, "COCO root folder not found"),
         ({"calibration_count": 10_000}, "fewer than the 10000 calibration images"),
-        ({"calibration_data": None}, "needs calibration images"),
+        ({"calibration_data": None}, r"needs calibration images: pass calibration_data \(a COCO-format root"),
+        ({"calibration_images": ["a.jpg"]}, "calibration_data or calibration_images, not both"),
         ({"calibration_method": "kl"}, "calibration method 'kl'"),
         ({"int8_target": "gpu"}, "INT8 target 'gpu'"),
     ],
@@ -371,3 +372,29 @@ def test_coco_mini_selection_and_calibration_on_real_photos(
     assert result.report["calibration"]["manifest"] == str(written) and not (tmp_path / "calib").exists()
     assert json.loads(written.read_text())["count"] == 32
     assert np.isfinite(result.report["gate"]["max_abs_diff"])
+
+
+@pytest.mark.parametrize(
+    "available, chosen", [(10, 10), (63, 63), (64, 32), (160, 128), (288, 256), (5000, 256)]
+)
+def test_the_default_count_keeps_the_gates_images_aside(available, chosen):
+    """256 where the split has them beside the 32 held-out gate images; a smaller split gives all but
+    those 32; one too small to spare them is used whole."""
+    assert int8_export.default_calibration_count(available) == chosen
+
+
+@pytest.mark.coco_mini
+def test_the_readme_calibration_on_coco_mini_fits_its_160_images(coco_mini):
+    """`--calib-data ../shared/coco-mini` without a count: the 160-image train split gives 128 images and
+    says so; the gate keeps the other 32."""
+    card = ModelCard(
+        classes=DEFAULT_CATEGORIES, architecture="resnet_tiny", preprocessing=Preprocessing(32, 36)
+    )
+    calibration = int8_export.coco_calibration_set(coco_mini, "train2017", card, None, "percentile")
+    assert len(calibration.paths) == 128 and json.loads(calibration.manifest_text)["count"] == 128
+    assert calibration.note == (
+        "calibrated on 128 of train2017's 160 images, fewer than the 256 recommended (the other 32 are kept "
+        "for the held-out checks); --calib-images N sets the count"
+    )
+    held_out = int8_export.held_out_gate_images(coco_mini, "train2017", card, calibration.paths)
+    assert len(held_out) == 32 and not set(held_out) & set(calibration.paths)

@@ -163,6 +163,19 @@ def test_the_budget_is_measured_on_the_split_asked_for(cli, synth_root, tiny_che
     assert mixed["budget"] == {"max_delta_f1": 1.0, "max_delta_jaccard": None, "max_flip_rate": 1.0,
                                "max_abs_diff": None, "max_mean_abs_diff": None}  # fmt: skip
     assert mixed["float_layers"] == [] and "mixed precision: no layer in float" in out
+    # One story: what the budget is judged against and on which images, which figure is the verdict,
+    # and why the closing gate's flips (other images, a looser limit) are not it.
+    lines = out.splitlines()
+    assert "against the fp32 graph, on labelled val2017 images calibration did not use" in lines[3]
+    assert lines[4].startswith("    search (chose the layers), 12 images: plain INT8 flips")
+    assert lines[5].startswith("    verdict, 12 other images: plain INT8 flips")
+    assert lines[5].endswith("budget met (this decides)")
+    gate = next(line for line in lines if line.startswith("  gate vs the fp32 graph"))
+    assert gate.startswith("  gate vs the fp32 graph on 32 held-out train2017 images: ")
+    assert gate.endswith(
+        "(the export gate, flips <= 10%: it catches a broken graph; the budget's verdict is the 12-image "
+        "line above)"
+    )
 
 
 def test_budget_defaults_are_paritys_int8_limits():
@@ -228,7 +241,7 @@ def test_the_verdict_says_what_its_images_can_judge(graphs, held_out):
         graphs["fp32"], graphs["int8-cpu"], "cpu", calm, calm, card.thresholds(), strict, 0
     )
     assert choice.verdict_met and not choice.verdict["mixed"]["judgeable"]
-    lines = _mixed_lines(choice.to_dict(), "cpu")
+    lines = _mixed_lines(choice.to_dict() | {"held_out_split": "train2017"}, "cpu")
     warning = (
         f"    WARNING: {calm.inputs.shape[0] * 6} decisions cannot judge a flip budget of 0.1% (that needs"
     )
