@@ -23,6 +23,16 @@ def _batch_sizes(text: str) -> list[int]:
         ) from None
 
 
+def _tensorrt_form_on_cpu(cell) -> bool:
+    """An INT8 graph exported for TensorRT, timed by ONNX Runtime on a CPU: its signed Q/DQ pairs are not
+    fused into ONNX Runtime's fast x86 kernels (those take U8S8, `--target cpu`), so it trails FP32."""
+    if (cell.precision, cell.backend, cell.device) != ("int8", "onnxruntime", "cpu"):
+        return False
+    from edgemlic.export.onnx_info import read_onnx_model
+
+    return read_onnx_model(cell.artifact).card.provenance.get("int8_target") == "tensorrt"
+
+
 def print_cells(cells, title: str) -> None:
     """The cells grouped by artifact: one heading line each, then a narrow table of its batch sizes.
 
@@ -35,6 +45,8 @@ def print_cells(cells, title: str) -> None:
     from edgemlic.bench import kind
 
     console.print(title, markup=False)
+    # Without a PyTorch row there is nothing to compare with: no column of dashes.
+    versus_pytorch = any(cell.speedup_vs_pytorch is not None for cell in cells)
     for (artifact, _), group in groupby(cells, key=lambda c: (c.artifact, c.variant)):
         group = list(group)
         first = group[0]
@@ -53,7 +65,7 @@ def print_cells(cells, title: str) -> None:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
         energy = any(cell.energy_mj_per_image is not None for cell in group)
         peak = any(cell.peak_share is not None for cell in group)
-        columns = ["batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "vs PyTorch"]
+        columns = ["batch", "p50 ms", "p90 ms", "p99 ms", "img/s"] + ["vs PyTorch"] * versus_pytorch
         columns += ["mJ/img"] * energy + ["of peak"] * peak
         for column in columns:
             table.add_column(column, justify="right", no_wrap=True)
@@ -68,11 +80,19 @@ def print_cells(cells, title: str) -> None:
                 number(cell.p90_ms, ".2f"),
                 number(cell.p99_ms, ".2f"),
                 number(cell.images_per_s, ".1f"),
-                speedup,
+                *[speedup] * versus_pytorch,
                 *[number(cell.energy_mj_per_image, ".1f")] * energy,
                 *[number(cell.peak_share, ".0%")] * peak,
             )
         console.print(table)
+        if _tensorrt_form_on_cpu(first):
+            console.print(
+                "  note: the TensorRT form of INT8 (signed Q/DQ, for `edgemlic engine build`); ONNX Runtime "
+                "runs it slower than FP32 on a CPU. For CPU deployment export with --target cpu.",
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
+            )
         shares = [cell.other_cpu_share for cell in group if cell.other_cpu_share is not None]
         if shares and max(shares) >= 0.05:
             console.print(f"  other processes used up to {max(shares):.0%} of the CPU while this ran")

@@ -311,3 +311,23 @@ def test_a_bf16_row_is_named_once_by_its_precision():
     assert kind(bf16) == "bf16"
     assert kind(bf16 | {"variant": "openvino+throughput+bf16"}) == "bf16+throughput"
     assert kind({"backend": "openvino", "variant": "openvino+bf16", "precision": "int8"}) == "int8+bf16"
+
+
+def test_the_table_says_only_what_was_measured(tiny_checkpoint, exported, capsys):
+    """No PyTorch row, no "vs PyTorch" column of dashes; an INT8 graph in the TensorRT form timed on a
+    CPU gets a note under its table (ONNX Runtime runs it slower than FP32), the CPU form none."""
+    graphs = [str(exported["int8"]), str(exported["int8-cpu"])]
+    quick = ["--batch-sizes", "1", "--warmup", "1", "--iters", "2", "--device", "cpu"]
+    code, out, err = _cli(["bench", *graphs, *quick], capsys)
+    assert code == 0, err
+    assert "vs PyTorch" not in out and "img/s" in out
+    note = (
+        "  note: the TensorRT form of INT8 (signed Q/DQ, for `edgemlic engine build`); ONNX Runtime runs it "
+        "slower than FP32 on a CPU. For CPU deployment export with --target cpu."
+    )
+    assert out.count(note) == 1
+    assert out.index("model.int8.onnx:") < out.index(note) < out.index("model.int8-cpu.onnx:")
+
+    code, out, err = _cli(["bench", str(tiny_checkpoint), graphs[1], *quick], capsys)
+    assert code == 0, err
+    assert out.count("vs PyTorch") == 2 and "1.00x" in out and "note:" not in out
