@@ -193,7 +193,7 @@ def test_bad_input_is_one_named_line(extra, message, tiny_checkpoint, synth_root
 
 
 def test_exported_onnx_carries_and_applies_the_thresholds(tuned, val_images, tmp_path):
-    export = pytest.importorskip("edgemlic.export", reason="the ONNX exporter is not available")
+    export = pytest.importorskip("edgemlic.export.pipeline", reason="the ONNX exporter is not available")
     path, result = tuned
     exported = export.export_model(path, tmp_path, "fp32", gate_images=val_images[:2])
     assert export.read_card(exported.path).class_thresholds == result.thresholds
