@@ -168,6 +168,7 @@ def run_bench(
     peak: bool = False,
     machine: Machine | None = None,
     cross_model: bool = False,
+    cuda_graphs: bool = False,
 ) -> BenchReport:
     """Time every artifact (each checkpoint once per PyTorch variant, each .onnx once per backend variant)
     at every batch size.
@@ -177,6 +178,7 @@ def run_bench(
     MIN_ITERATIONS iterations). `threads` sets the intra-op threads of ONNX Runtime and PyTorch.
     With `peak`, this machine's INT8 and FP32 peaks are measured first and each CPU cell gets its share
     of them. `machine` says where power, clocks and temperatures are read (the real /sys by default).
+    `cuda_graphs` runs engines with a CUDA graph per batch size (trtexec's --useCudaGraph).
     """
     if mode not in MODES:
         raise EdgemlicError(f"unknown benchmark mode {mode!r}; use {' or '.join(MODES)}")
@@ -193,7 +195,7 @@ def run_bench(
         checks.thread_count("threads", threads)
     if coco_root is None and split != "val2017":
         raise EdgemlicError(f"--split {split!r} names a split of --coco-root; add --coco-root or drop it")
-    targets = _targets(artifacts, torch_variants, onnx_variants)
+    targets = _targets(artifacts, torch_variants, onnx_variants, cuda_graphs)
     others = _other_models(targets, cross_model) if coco_root is not None else set()
     seconds = DEFAULT_SECONDS if iters is None and seconds is None else seconds
 
@@ -223,7 +225,10 @@ def run_bench(
 
 
 def _targets(
-    artifacts: Sequence[str | Path], torch_variants: Sequence[str], onnx_variants: Sequence[str]
+    artifacts: Sequence[str | Path],
+    torch_variants: Sequence[str],
+    onnx_variants: Sequence[str],
+    cuda_graphs: bool,
 ) -> list[_Target]:
     """Every (artifact, variant) to measure; missing files, unknown kinds and variants are refused first."""
     if not torch_variants or not onnx_variants:
@@ -234,7 +239,7 @@ def _targets(
             for options in map(parse_torch_options, torch_variants)
         ],
         "onnx": [(text, parse_onnx_variant(text)) for text in onnx_variants],
-        "engine": [("default", {})],
+        "engine": [("cuda-graphs", {"cuda_graphs": True}) if cuda_graphs else ("default", {})],
     }
     targets = []
     for artifact in artifacts:
@@ -248,6 +253,8 @@ def _targets(
         raise EdgemlicError(
             "--torch-variants applies to checkpoints (.pt or a run folder) and none is benchmarked; drop it"
         )
+    if cuda_graphs and "engine" not in kinds:
+        raise EdgemlicError("--cuda-graphs applies to TensorRT engines and none is benchmarked; drop it")
     if tuple(onnx_variants) != ("onnxruntime",) and "onnx" not in kinds:
         raise EdgemlicError("--backends applies to .onnx models and none is benchmarked; drop it")
     return targets

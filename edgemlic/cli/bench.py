@@ -152,6 +152,9 @@ def bench(
     cross_model: Annotated[
         bool, typer.Option(help="With --coco-root: bench artifacts of other checkpoints too, labelled.")
     ] = False,
+    cuda_graphs: Annotated[
+        bool, typer.Option(help="Run engines with a CUDA graph per batch size (trtexec's --useCudaGraph).")
+    ] = False,
 ) -> None:
     """Time each artifact at each batch size; a cell that cannot run shows why and the sweep goes on."""
     from edgemlic.bench import run_bench, save_plot
@@ -174,6 +177,7 @@ def bench(
         split=split,
         peak=peak,
         cross_model=cross_model,
+        cuda_graphs=cuda_graphs,
     )
     env = report.environment
     machine = f"{env['cpu']} ({env['usable_cores']} cores)" + (f", {env['gpu']}" if env["gpu"] else "")

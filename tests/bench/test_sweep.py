@@ -242,6 +242,15 @@ def test_command_bad_input_is_one_line(onnx_models, tmp_path, capsys):
     assert "no fingerprint" in " ".join(out.split())
 
 
+def test_cuda_graphs_reach_engines_only(onnx_models, tmp_path, capsys):
+    code, _, err = _cli(["bench", str(onnx_models["fp32"]), "--cuda-graphs"], capsys)
+    assert code == 1 and "--cuda-graphs applies to TensorRT engines and none is benchmarked" in err
+    engine = tmp_path / "model.fp16.engine"
+    engine.write_bytes(b"not an engine")
+    report = run_bench([engine], [1], iters=1, cuda_graphs=True)
+    assert [cell.variant for cell in report.cells] == ["cuda-graphs"] and report.cells[0].error
+
+
 # ---- where the hardware exists --------------------------------------------------------------------
 
 
