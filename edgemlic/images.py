@@ -48,8 +48,8 @@ def decode_image(
     """Fully decode an image file (or its bytes) to an 8-bit RGB Pillow image.
 
     `min_side` lets a JPEG decode at a reduced scale (1/2, 1/4, 1/8) that keeps both sides at least
-    that long: much faster for large photos, but the pixels differ slightly from a full decode, so
-    only training input uses it; evaluation and the runtime always decode in full.
+    that long: much faster for large photos, but the pixels differ slightly from a full decode
+    (`preprocess` uses it unless asked for its exact path).
     """
     label = name or (str(source) if not isinstance(source, bytes) else "image bytes")
     try:
@@ -128,11 +128,29 @@ def resize_crop_geometry(width: int, height: int, pre: Preprocessing) -> tuple[i
     return new_w, new_h, round((new_w - pre.input_size) / 2), round((new_h - pre.input_size) / 2)
 
 
-def preprocess(image: ImageSource, pre: Preprocessing) -> np.ndarray:
+REDUCING_GAP = 2.0
+"""The fast path resizes a large image in two steps, a whole-factor `Image.reduce` (a box average) and
+the card's filter over the last change of at most this factor: Pillow's `reducing_gap`, which its
+documentation calls close to fair resampling at 2.0."""
+
+
+def preprocess(image: ImageSource, pre: Preprocessing, *, exact: bool = False) -> np.ndarray:
     """Resize the shorter side and centre-crop, then make the input the card asks for: normalized
     3xSxS float32 (CHW), or for a uint8 model the crop's SxSx3 bytes as they are (its graph normalizes
-    them with the same formula)."""
-    img = as_rgb_image(image)
+    them with the same formula).
+
+    The default (fast) path computes only the crop's pixels (Pillow's resize of the source box that
+    maps onto the crop) and, for a photo at least twice `resize_size` on its short side, decodes a JPEG
+    at a reduced scale that keeps that side at least `resize_size` (Pillow's `draft`, JPEG's DCT
+    scaling) and starts the resize with a whole-factor reduction (REDUCING_GAP). It is not bit-identical
+    to resizing the whole image (effects on scores in benchmarks/README.md); `exact=True` decodes in
+    full and resizes the whole image in one step, as torchvision's eval transform does. Training's
+    evaluation, calibration and every backend call this function with the same default, so they all
+    see the same pixels."""
+    if exact or not isinstance(image, str | Path | bytes):
+        img = as_rgb_image(image)
+    else:
+        img = decode_image(image, min_side=pre.resize_size)
     new_w, new_h, left, top = resize_crop_geometry(*img.size, pre)
     if new_w * new_h > MAX_PIXELS:
         name = image if isinstance(image, str | Path) else "image"
@@ -140,9 +158,14 @@ def preprocess(image: ImageSource, pre: Preprocessing) -> np.ndarray:
             f"{name}: a {img.width}x{img.height} image would be resized to {new_w}x{new_h}, over the "
             f"{MAX_PIXELS:,} pixel limit; an aspect ratio this extreme needs cropping first"
         )
-    size = pre.input_size
-    resized = np.asarray(img.resize((new_w, new_h), _RESAMPLE[pre.interpolation]))
-    crop = resized[top : top + size, left : left + size]
+    size, resample = pre.input_size, _RESAMPLE[pre.interpolation]
+    if exact:
+        resized = np.asarray(img.resize((new_w, new_h), resample))
+        crop = resized[top : top + size, left : left + size]
+    else:
+        x_scale, y_scale = img.width / new_w, img.height / new_h
+        box = (left * x_scale, top * y_scale, (left + size) * x_scale, (top + size) * y_scale)
+        crop = np.asarray(img.resize((size, size), resample, box=box, reducing_gap=REDUCING_GAP))
     if pre.input_dtype == "uint8":
         return np.ascontiguousarray(crop)  # a view would keep the whole resized image alive
     return normalize(crop, pre)

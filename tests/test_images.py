@@ -210,7 +210,7 @@ def test_preprocess_matches_torchvision_on_a_jpeg(
     reference = _torchvision_eval(pre)
     path = _save(_photo_like(*size), tmp_path / "photo.jpg", quality=90)
     image = decode_image(path)
-    np.testing.assert_allclose(preprocess(path, pre), reference(image).numpy(), atol=1e-5)
+    np.testing.assert_allclose(preprocess(path, pre, exact=True), reference(image).numpy(), atol=1e-5)
 
 
 @pytest.mark.coco_mini
@@ -218,7 +218,8 @@ def test_preprocess_matches_torchvision_on_coco_photos(coco_mini: Path) -> None:
     pre = Preprocessing()
     reference = _torchvision_eval(pre)
     for path in sorted((coco_mini / "val2017").glob("*.jpg"))[:12]:
-        np.testing.assert_allclose(preprocess(path, pre), reference(decode_image(path)).numpy(), atol=1e-5)
+        exact = preprocess(path, pre, exact=True)
+        np.testing.assert_allclose(exact, reference(decode_image(path)).numpy(), atol=1e-5)
 
 
 def test_draft_decoding_keeps_the_requested_side(tmp_path):
@@ -232,3 +233,43 @@ def test_draft_decoding_keeps_the_requested_side(tmp_path):
     assert decode_image(path, min_side=256).size == (400, 300)  # 1/4 scale: both sides still >= 256
     assert decode_image(path, min_side=500).size == (800, 600)
     assert decode_image(path, min_side=700).size == (1600, 1200)  # 1/2 would make the short side 600
+
+
+def _levels(fast: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """|difference| of two normalized CHW crops in 8-bit pixel levels."""
+    return np.abs(fast - exact) * np.asarray(IMAGENET_STD, np.float32)[:, None, None] * 255
+
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (500, 333)])
+def test_the_fast_path_below_twice_the_resize_moves_a_level_at_most(tmp_path: Path, size) -> None:
+    """Only the crop's box is resized: the same filter over the same pixels, rounded once differently."""
+    pre = Preprocessing()
+    path = _save(_photo_like(*size), tmp_path / "photo.jpg", quality=90)
+    levels = _levels(preprocess(path, pre), preprocess(path, pre, exact=True))
+    assert levels.max() <= 1.01
+    assert (levels > 0.5).mean() < 0.05
+
+
+def test_a_photo_twice_the_resize_decodes_reduced_and_stays_close(tmp_path: Path, monkeypatch) -> None:
+    """At twice the resize and more, the JPEG is decoded at a reduced scale (draft) keeping the short
+    side >= resize_size; the crop differs from the exact one by little on average. exact=True decodes
+    in full."""
+    from edgemlic import images
+
+    pre = Preprocessing()
+    path = _save(_photo_like(1280, 960), tmp_path / "big.jpg", quality=90)
+    asked = []
+    decode = images.decode_image
+    monkeypatch.setattr(images, "decode_image", lambda *a, **k: asked.append(k) or decode(*a, **k))
+    fast, exact = preprocess(path, pre), preprocess(path, pre, exact=True)
+    assert asked == [{"min_side": 256}, {}]
+    assert decode(path, min_side=256).size == (640, 480)
+    levels = _levels(fast, exact)
+    assert 0 < levels.mean() < 3
+
+
+def test_a_large_array_is_reduced_in_two_steps_and_stays_close() -> None:
+    pre = Preprocessing()
+    image = np.asarray(_photo_like(2048, 1536))
+    levels = _levels(preprocess(image, pre), preprocess(image, pre, exact=True))
+    assert 0 < levels.mean() < 3
