@@ -2,24 +2,30 @@
 
     python benchmarks/run.py [--coco-root ../shared/coco-mini] [--work DIR] [--rounds 3] [--seconds 3]
 
+`--coco-root` is the folder of real photographs (a COCO-format root: annotations/ and val2017/,
+train2017/); without it the generated shapes stand in, and the record says so.
+
 Two models, because a trained ResNet-50 is out of reach of a two-core CPU:
 - speed: a ResNet-50 (12 COCO classes, 224 px) with seeded random weights in a real edgemlic
   checkpoint, calibrated on 32 real photographs and timed on others. Speed does not depend on the
-  weights; how far INT8 moves its scores is measured on the real photographs too.
+  weights; how far INT8 and bf16 move its scores is measured on the real photographs too.
 - accuracy: a resnet_tiny trained for under two minutes at 64 px on the generated shapes dataset,
   scored on that dataset's validation split (micro-F1 needs a model that learned something).
 
-Each is exported to FP32 and INT8 in both forms (CPU form U8S8, TensorRT form S8S8), plain and mixed
-(layers kept out of INT8 until the budget below holds). Sections:
-1. quiet: every candidate (PyTorch, ONNX Runtime, OpenVINO with its hints) at batch 1 and 8 in model
-   mode, interleaved over `--rounds` rounds; the tables give the medians;
-2. under load: the CPU candidates again while a busy process takes one core;
-3. the machine's INT8 multiply-add peak (ONNX Runtime's U8S8 integer GEMM at its best shape) and
-   each INT8 result as a share of it;
-4. end to end (JPEG files to labels) against model mode at batch 8, paired over the rounds, and the
-   cost of preprocessing one photograph on one core;
-5. faithfulness: flipped decisions, largest score change and micro-F1 of every INT8 graph and
-   backend against ONNX Runtime FP32.
+The steps, in the order `main` runs them:
+1. models: FP32 and INT8 in both forms (CPU form U8S8, TensorRT form S8S8), plain and mixed, the CPU
+   form's uint8-input twin, ONNX Runtime's graph variants of the CPU form, and PyTorch's own INT8
+   (PT2E with the x86 Inductor quantizer, torch.compile) calibrated on the same photographs;
+2. the machine: the environment record names the CPU exactly and measures its INT8 and FP32 peaks and
+   core clock now (edgemlic.bench.environment); every share of peak below is against these;
+3. preprocessing: what one photograph costs on one core, step by step;
+4. quiet: every candidate at batch 1 and 8 in model mode, interleaved over `--rounds` rounds, each
+   OpenVINO and ONNX Runtime bench cell followed by a plain loop over the same graph (the agreement of
+   the bench command with what a user's own loop measures);
+5. under load: the CPU candidates again while a busy process takes one core;
+6. end to end (JPEG files to labels) against model mode at batch 8, paired over the rounds;
+7. faithfulness: flipped decisions, largest score change and micro-F1 of every INT8, bf16 and PT2E
+   result against ONNX Runtime FP32.
 Writes inference_cpu.json, inference_cpu.md and inference_cpu.png next to this file. Targets are
 reported, never asserted.
 """
@@ -33,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,19 +47,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgemlic.bench import run_bench, save_plot
+from edgemlic.bench import describe_environment, run_bench, save_plot, time_e2e
+from edgemlic.bench.peak import count_macs, peak_for
+from edgemlic.bench.timing import LoadMeter
 from edgemlic.card import ModelCard, Preprocessing
-from edgemlic.checkpoint import save_checkpoint
-from edgemlic.compare import Budget, compare_scores
+from edgemlic.checkpoint import load_model, save_checkpoint
+from edgemlic.compare import BUDGETS, Budget, compare_scores
 from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
 from edgemlic.data.synth import generate_shapes_dataset
 from edgemlic.demo import DEMO_TRAINING
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.pipeline import export_model
+from edgemlic.images import preprocess_batch
 from edgemlic.io import write_json, write_text
 from edgemlic.models import create_model
+from edgemlic.runtime import Backend, Predictor, load_backend
+from edgemlic.runtime.loader import parse_onnx_variant
 from edgemlic.train.config import TrainConfig
 from edgemlic.train.loop import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from plain_loops import model_batches, plain_onnxruntime, plain_openvino, timed_loop  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 NAME = "inference_cpu"
@@ -69,7 +84,7 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-# ---- models -----------------------------------------------------------------------------------------
+# ---- 1. models -------------------------------------------------------------------------------------
 
 
 def speed_checkpoint(work: Path) -> Path:
@@ -101,26 +116,38 @@ def accuracy_checkpoint(work: Path, shapes: Path, epochs: int) -> Path:
     return path
 
 
-def export_all(checkpoint: Path, out: Path, root: Path) -> tuple[dict[str, Path], dict[str, Any]]:
-    """FP32, both INT8 forms plain and mixed; the mixed exports' reports (or their refusal).
+def _calibration(root: Path, out: Path, target: str) -> dict[str, Any]:
+    return dict(
+        calibration_data=root,
+        calibration_split="train2017",
+        calibration_count=CALIBRATION_IMAGES,
+        cache_dir=out / "calibration-cache",
+        int8_target=target,
+    )
+
+
+def export_all(
+    checkpoint: Path, out: Path, root: Path, mixed_search: bool = True
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """FP32, both INT8 forms plain and mixed; the mixed exports' reports (or their refusal, or why the
+    search did not run).
 
     What an earlier run left in `out` (with --work) is reused: the mixed search takes minutes.
     """
     record = out / "exports.json"
     if record.is_file():
         saved = json.loads(record.read_text())
-        return {k: Path(v) for k, v in saved["paths"].items()}, saved["mixed"]
+        skipped = any("not searched" in r.get("error", "") for r in saved["mixed"].values())
+        if not (mixed_search and skipped):
+            return {k: Path(v) for k, v in saved["paths"].items()}, saved["mixed"]
     paths = {"fp32": export_model(checkpoint, out, "fp32").path}
     mixed_reports: dict[str, Any] = {}
     for target, suffix in (("tensorrt", "int8"), ("cpu", "int8-cpu")):
-        calibration = dict(
-            calibration_data=root,
-            calibration_split="train2017",
-            calibration_count=CALIBRATION_IMAGES,
-            cache_dir=out / "calibration-cache",
-            int8_target=target,
-        )
+        calibration = _calibration(root, out, target)
         paths[suffix] = export_model(checkpoint, out, "int8", **calibration).path
+        if not mixed_search:
+            mixed_reports[suffix] = {"error": "not searched in this run (--skip-mixed)"}
+            continue
         try:
             mixed = export_model(
                 checkpoint,
@@ -129,7 +156,6 @@ def export_all(checkpoint: Path, out: Path, root: Path) -> tuple[dict[str, Path]
                 max_float_layers=MAX_FLOAT_LAYERS,
                 budget=MIXED_BUDGET,
                 held_out_split="val2017",
-                keep_missed_budget=True,  # a missed verdict is a figure here: record it, keep the graph
                 **calibration,
             )
         except EdgemlicError as e:
@@ -141,7 +167,250 @@ def export_all(checkpoint: Path, out: Path, root: Path) -> tuple[dict[str, Path]
     return paths, mixed_reports
 
 
-# ---- timing -----------------------------------------------------------------------------------------
+def uint8_input_twin(checkpoint: Path, out: Path, root: Path) -> Path:
+    """The CPU-form INT8 graph that takes the crop's uint8 pixels and normalizes them itself."""
+    existing = sorted(out.glob("model.int8-cpu*.onnx"))
+    if existing:
+        return existing[0]
+    return export_model(checkpoint, out, "int8", input_dtype="uint8", **_calibration(root, out, "cpu")).path
+
+
+def qoperator_twin(fp32: Path, int8_cpu: Path) -> Path:
+    """The CPU form as ONNX Runtime's QOperator graph (QLinearConv, QLinearAdd, ...), quantized from the
+    same calibrated ranges with the same options, so that only the form differs."""
+    path = int8_cpu.with_name("model.int8-cpu.qoperator.onnx")
+    if path.exists():
+        return path
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static, save_tensors_data
+
+    from edgemlic.export.int8 import QUANTIZED_OP_TYPES, _method_enum, _tensors_data
+
+    report = json.loads(int8_cpu.with_suffix(".export.json").read_text())
+    cache = json.loads(Path(report["calibration"]["cache_file"]).read_text())
+    source = onnx.load(str(fp32))
+    source.metadata_props.extend(onnx.load(str(int8_cpu), load_external_data=False).metadata_props)
+    with tempfile.TemporaryDirectory() as tmp:
+        ranges = Path(tmp) / "ranges.json"
+        method = report["calibration"]["method"]
+        save_tensors_data(_tensors_data(cache, method), ranges)
+        quantize_static(
+            source,
+            path,
+            None,
+            calibration_cache_path=ranges,
+            quant_format=QuantFormat.QOperator,
+            op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+            per_channel=True,
+            reduce_range=False,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=_method_enum(method),
+            extra_options={"WeightSymmetric": True, "OpTypesToExcludeOutputQuantization": ["Gemm"]},
+        )
+    return path
+
+
+@dataclass
+class Pt2eModel:
+    """PyTorch's INT8 path for x86: torch.export, prepare_pt2e with X86InductorQuantizer, calibration
+    on the ONNX INT8 export's photographs, convert_pt2e, then torch.compile with Inductor's freezing
+    (which folds the weights' quantization and lowers to oneDNN's INT8 convolutions)."""
+
+    backend: Backend | None
+    seconds: float
+    error: str | None = None
+
+
+def pt2e_int8(checkpoint: Path, calibration: list[Path]) -> Pt2eModel:
+    started = time.perf_counter()
+    try:
+        import torch._inductor.config as inductor
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError as e:
+        return Pt2eModel(None, 0.0, f"torchao is not installed ({e.name}): pip install torchao")
+    from edgemlic.runtime.torch_backend import TorchBackend
+
+    model, card = load_model(checkpoint)
+    images = torch.from_numpy(preprocess_batch(calibration, card.preprocessing))
+    batch = torch.export.Dim("batch", min=1, max=64)
+    # strict (Dynamo) export: its source partitions tell a reused ReLU module's calls apart, which the
+    # quantizer's conv-add-relu pattern needs (non-strict export fails it on torchvision's ResNets)
+    exported = torch.export.export(model.eval(), (images[:8],), dynamic_shapes=({0: batch},), strict=True)
+    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(exported.module(), quantizer)
+    with torch.no_grad():
+        for start in range(0, len(images), 8):
+            prepared(images[start : start + 8])
+    converted = convert_pt2e(prepared)
+    inductor.freezing = True
+    backend = TorchBackend((converted, card.replace(precision="int8")), "cpu", options={"compile"})
+    for rows in (1, 8):  # compile both batch sizes before anything is timed
+        backend.infer(images[:rows].numpy())
+    return Pt2eModel(backend, round(time.perf_counter() - started, 1))
+
+
+def calibration_photos(int8: Path, root: Path) -> list[Path]:
+    """The photographs an INT8 export was calibrated on, from its manifest."""
+    manifest = json.loads(int8.with_name(int8.name.removesuffix(".onnx") + ".calibration.json").read_text())
+    return [root / manifest["split"] / image["file"] for image in manifest["images"]]
+
+
+@dataclass
+class Models:
+    speed: dict[str, Path]
+    speed_mixed: dict[str, Any]
+    accuracy: dict[str, Path]
+    accuracy_mixed: dict[str, Any]
+    pt2e: Pt2eModel
+
+
+def prepare_models(work: Path, photos_root: Path, shapes: Path, epochs: int, mixed_search: bool) -> Models:
+    log("ResNet-50 (random weights): checkpoint and exports, plain and mixed")
+    speed = {"checkpoint": speed_checkpoint(work)}
+    exported, speed_mixed = export_all(speed["checkpoint"], work / "resnet50", photos_root, mixed_search)
+    speed |= exported
+    speed["int8-cpu-uint8"] = uint8_input_twin(speed["checkpoint"], work / "resnet50-uint8", photos_root)
+    speed["int8-cpu-qoperator"] = qoperator_twin(speed["fp32"], speed["int8-cpu"])
+    log("accuracy model on the shapes dataset: training and exports")
+    trained = accuracy_checkpoint(work, shapes, epochs)
+    accuracy, accuracy_mixed = export_all(trained, work / "accuracy", shapes)
+    accuracy["checkpoint"] = trained
+    log("PyTorch PT2E INT8: export, calibration, convert, compile")
+    pt2e = pt2e_int8(speed["checkpoint"], calibration_photos(speed["int8-cpu"], photos_root))
+    log(f"PT2E INT8 ready in {pt2e.seconds} s" if pt2e.backend else f"PT2E INT8: {pt2e.error}")
+    return Models(speed, speed_mixed, accuracy, accuracy_mixed, pt2e)
+
+
+# ---- 2. the machine ----------------------------------------------------------------------------------
+
+
+def record_machine(models: Models) -> dict[str, Any]:
+    """The environment record with the CPU named exactly and this run's peaks, measured now on every
+    usable core; the MACs of the speed model counted from its graph."""
+    environment = describe_environment([models.speed["fp32"], models.speed["int8-cpu"]], peaks=True)
+    environment["resnet50_macs_per_image"] = count_macs(models.speed["fp32"])
+    return environment
+
+
+def machine_line(environment: dict[str, Any]) -> str:
+    cpu, peaks = environment["cpu_identity"], environment["peaks"]
+    return (
+        f"{cpu['name']} ({cpu['vendor']} family {cpu['family']} model {cpu['model']} stepping "
+        f"{cpu['stepping']}, microcode {cpu['microcode']}: {cpu['microarchitecture'] or 'unknown'}), "
+        f"{environment['usable_cores']} cores, flags {', '.join(cpu['flags'])}; measured in this run: "
+        f"INT8 peak {peaks['int8_gmac_per_s']} GMAC/s ({peaks['int8_kernel']}), FP32 peak "
+        f"{peaks['fp32_gmac_per_s']} GMAC/s ({peaks['fp32_kernel']}), core clock {peaks['core_ghz']} GHz"
+    )
+
+
+# ---- 3. preprocessing --------------------------------------------------------------------------------
+
+
+def preprocessing_steps(photos: list[Path], repeats: int = 3) -> dict[str, Any]:
+    """Median core-milliseconds per photograph of each step of the one preprocessing function, one
+    thread: reading the file, decoding, EXIF rotation, resizing, cropping, normalizing; and the whole
+    function for float and uint8 input (the model normalizes those itself)."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    from edgemlic.images import normalize, preprocess, resize_crop_geometry
+
+    pre = Preprocessing(224, 256)
+    uint8 = Preprocessing(224, 256, input_dtype="uint8", input_layout="NHWC")
+
+    def steps(path: Path) -> dict[str, Callable[[], Any]]:
+        data = path.read_bytes()
+        decoded = Image.open(io.BytesIO(data))
+        decoded.load()
+        new_w, new_h, left, top = resize_crop_geometry(*decoded.size, pre)
+        resized = np.asarray(decoded.resize((new_w, new_h), Image.Resampling.BILINEAR))
+        crop = resized[top : top + 224, left : left + 224]
+        x_scale, y_scale = decoded.width / new_w, decoded.height / new_h
+        box = (left * x_scale, top * y_scale, (left + 224) * x_scale, (top + 224) * y_scale)
+        return {
+            "read_ms": path.read_bytes,
+            "decode_ms": lambda: Image.open(io.BytesIO(data)).load(),
+            "exif_ms": lambda: ImageOps.exif_transpose(decoded),
+            "resize_ms": lambda: decoded.resize((new_w, new_h), Image.Resampling.BILINEAR),
+            "resize_crop_box_ms": lambda: decoded.resize((224, 224), Image.Resampling.BILINEAR, box=box),
+            "crop_ms": lambda: np.ascontiguousarray(crop),
+            "normalize_ms": lambda: normalize(crop, pre),
+            "preprocess_float32_exact_ms": lambda: preprocess(path, pre, exact=True),
+            "preprocess_float32_ms": lambda: preprocess(path, pre),
+            "preprocess_uint8_ms": lambda: preprocess(path, uint8),
+        }
+
+    per_step: dict[str, list[float]] = {}
+    sizes = []
+    for path in photos:
+        for name, step in steps(path).items():
+            step()
+            times = []
+            for _ in range(repeats):
+                started = time.process_time()
+                step()
+                times.append(time.process_time() - started)
+            per_step.setdefault(name, []).append(min(times) * 1000)
+        with Image.open(path) as img:
+            sizes.append(img.size)
+    figures: dict[str, Any] = {k: round(float(np.median(v)), 3) for k, v in per_step.items()}
+    figures["photos"] = len(photos)
+    figures["median_size"] = [int(np.median([s[0] for s in sizes])), int(np.median([s[1] for s in sizes]))]
+    figures["at_least_twice_the_resize"] = sum(min(s) >= 2 * pre.resize_size for s in sizes)
+    return figures
+
+
+def reduced_decoding(models: Models, photos: list[Path], repeats: int = 2) -> dict[str, Any]:
+    """What the fast path of `preprocess` costs and changes against `exact=True`, on the real
+    photographs: for the ResNet-50's own 224/256 px card (its FP32 graph; coco-mini's 640x480 photos are
+    mostly under twice 256, so there the fast path is the crop-box resize alone), the ResNet-50 checkpoint
+    at 112/128 px (PyTorch) and resnet_tiny's 64/72 px card (its FP32 graph), where every photo is at
+    least twice the resize and decodes at a reduced scale."""
+    from edgemlic.images import preprocess
+    from edgemlic.runtime.torch_backend import TorchBackend
+
+    model, card = load_model(models.speed["checkpoint"])
+    resnet50_112 = TorchBackend((model, card.replace(preprocessing=Preprocessing(112, 128))), "cpu")
+    result = {}
+    with (
+        load_backend(models.speed["fp32"], "cpu") as resnet50,
+        load_backend(models.accuracy["fp32"], "cpu") as tiny,
+    ):
+        for name, backend in (
+            ("ResNet-50 224/256", resnet50),
+            ("ResNet-50 112/128", resnet50_112),
+            ("resnet_tiny 64/72", tiny),
+        ):
+            pre, thresholds = backend.card.preprocessing, backend.card.thresholds()
+            cost: dict[str, list[float]] = {"exact": [], "fast": []}
+            scores: dict[str, list[np.ndarray]] = {"exact": [], "fast": []}
+            for path in photos:
+                for path_kind, exact in (("exact", True), ("fast", False)):
+                    times = []
+                    for _ in range(repeats):
+                        started = time.process_time()
+                        pixels = preprocess(path, pre, exact=exact)
+                        times.append(time.process_time() - started)
+                    cost[path_kind].append(min(times) * 1000)
+                    scores[path_kind].append(backend.infer(pixels[None])[0])
+            c = compare_scores(np.stack(scores["exact"]), np.stack(scores["fast"]), thresholds)
+            result[name] = {
+                "exact_ms": round(float(np.median(cost["exact"])), 3),
+                "fast_ms": round(float(np.median(cost["fast"])), 3),
+                "photos": c.images,
+                "flip_rate": round(c.flip_rate, 5),
+                "flips": int(round(c.flip_rate * c.images * len(thresholds))),
+                "max_abs_diff": round(c.max_abs_diff, 4),
+                "mean_abs_diff": round(c.mean_abs_diff, 5),
+            }
+    resnet50_112.close()
+    return result
+
+
+# ---- 4. timing ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -149,62 +418,140 @@ class Candidate:
     name: str
     artifact: str
     """A key of the speed model's artifacts: checkpoint, fp32, int8, int8-cpu, int8-cpu-mixed ..."""
-    variant: str
+    how: str
+    """A bench variant ("eager", "onnxruntime", "openvino+throughput"), or one of the loops below:
+    "pt2e", "plain openvino latency|throughput", "plain onnxruntime", "plain onnxruntime <config>"."""
     batches: tuple[int, ...] = (1, 8)
 
 
+def _c(name: str, artifact: str, how: str, *batches: int) -> Candidate:
+    return Candidate(name, artifact, how, batches or (1, 8))
+
+
 QUIET = (
-    Candidate("PyTorch eager FP32", "checkpoint", "eager"),
-    Candidate("ONNX Runtime FP32", "fp32", "onnxruntime"),
-    Candidate("ONNX Runtime INT8 (CPU form)", "int8-cpu", "onnxruntime"),
-    Candidate("ONNX Runtime INT8 (CPU form), no spinning", "int8-cpu", "onnxruntime+no-spin"),
-    Candidate("ONNX Runtime INT8 (TensorRT form)", "int8", "onnxruntime"),
-    Candidate("OpenVINO INT8 (CPU form), latency", "int8-cpu", "openvino"),
-    Candidate("OpenVINO INT8 (CPU form), throughput", "int8-cpu", "openvino+throughput", (8,)),
-    Candidate("OpenVINO INT8 (TensorRT form), latency", "int8", "openvino"),
-    Candidate("OpenVINO INT8 (TensorRT form), throughput", "int8", "openvino+throughput", (8,)),
-    Candidate("ONNX Runtime mixed INT8 (CPU form)", "int8-cpu-mixed", "onnxruntime", (1,)),
-    Candidate("OpenVINO mixed INT8 (CPU form), latency", "int8-cpu-mixed", "openvino", (1,)),
-    Candidate("OpenVINO mixed INT8 (TensorRT form), latency", "int8-mixed", "openvino", (1,)),
+    _c("PyTorch eager FP32", "checkpoint", "eager"),
+    _c("PyTorch PT2E INT8 (x86 Inductor, torch.compile)", "checkpoint", "pt2e"),
+    _c("ONNX Runtime FP32", "fp32", "onnxruntime"),
+    _c("ONNX Runtime INT8 (CPU form)", "int8-cpu", "onnxruntime"),
+    _c("plain ONNX Runtime loop, INT8 (CPU form)", "int8-cpu", "plain onnxruntime", 8),
+    _c("ONNX Runtime INT8 (CPU form), no spinning", "int8-cpu", "onnxruntime+no-spin"),
+    _c("ONNX Runtime INT8 (CPU form), QOperator graph", "int8-cpu-qoperator", "onnxruntime"),
+    _c("plain ONNX Runtime loop, INT8 (CPU form), no NHWC", "int8-cpu", "plain onnxruntime extended", 8),
+    _c("plain ONNX Runtime loop, INT8 (CPU form), Q/DQ cleanup", "int8-cpu", "plain onnxruntime cleanup", 8),
+    _c("ONNX Runtime INT8 (TensorRT form)", "int8", "onnxruntime"),
+    _c("OpenVINO FP32, latency", "fp32", "openvino"),
+    _c("OpenVINO bf16, latency", "fp32", "openvino+bf16"),
+    _c("OpenVINO INT8 (CPU form), latency", "int8-cpu", "openvino"),
+    _c("plain OpenVINO loop, INT8 (CPU form), latency", "int8-cpu", "plain openvino latency"),
+    _c("OpenVINO INT8 (CPU form), throughput", "int8-cpu", "openvino+throughput", 8),
+    _c("plain OpenVINO loop, INT8 (CPU form), throughput", "int8-cpu", "plain openvino throughput", 8),
+    _c(
+        "plain OpenVINO loop, INT8 (CPU form), split batch",
+        "int8-cpu",
+        "plain openvino split",
+        8,
+    ),
+    _c("edgemlic bench command, INT8 (CPU form), latency", "int8-cpu", "command openvino", 8),
+    _c("plain OpenVINO script, INT8 (CPU form), latency", "int8-cpu", "script latency", 8),
+    _c("edgemlic bench command, INT8 (CPU form), throughput", "int8-cpu", "command openvino+throughput", 8),
+    _c("plain OpenVINO script, INT8 (CPU form), throughput", "int8-cpu", "script throughput", 8),
+    _c("OpenVINO INT8 (TensorRT form), latency", "int8", "openvino"),
+    _c("OpenVINO INT8 (TensorRT form), throughput", "int8", "openvino+throughput", 8),
+    _c("ONNX Runtime mixed INT8 (CPU form)", "int8-cpu-mixed", "onnxruntime", 1),
+    _c("OpenVINO mixed INT8 (CPU form), latency", "int8-cpu-mixed", "openvino", 1),
+    _c("OpenVINO mixed INT8 (TensorRT form), latency", "int8-mixed", "openvino", 1),
 )
 UNDER_LOAD = (
-    Candidate("ONNX Runtime INT8 (CPU form)", "int8-cpu", "onnxruntime"),
-    Candidate("ONNX Runtime INT8 (CPU form), no spinning", "int8-cpu", "onnxruntime+no-spin"),
-    Candidate("OpenVINO INT8 (CPU form), latency", "int8-cpu", "openvino"),
-    Candidate("OpenVINO INT8 (CPU form), throughput", "int8-cpu", "openvino+throughput", (8,)),
+    _c("ONNX Runtime INT8 (CPU form)", "int8-cpu", "onnxruntime"),
+    _c("ONNX Runtime INT8 (CPU form), no spinning", "int8-cpu", "onnxruntime+no-spin"),
+    _c("OpenVINO INT8 (CPU form), latency", "int8-cpu", "openvino"),
+    _c("OpenVINO INT8 (CPU form), throughput", "int8-cpu", "openvino+throughput", 8),
 )
+PLAIN_BESIDE = {
+    "plain ONNX Runtime loop, INT8 (CPU form)": "ONNX Runtime INT8 (CPU form)",
+    "plain OpenVINO loop, INT8 (CPU form), latency": "OpenVINO INT8 (CPU form), latency",
+    "plain OpenVINO loop, INT8 (CPU form), throughput": "OpenVINO INT8 (CPU form), throughput",
+    "plain OpenVINO loop, INT8 (CPU form), split batch": "OpenVINO INT8 (CPU form), throughput",
+}
+"""Each plain loop and the bench row it is held against, cell by cell in the same round."""
+PLAIN_BESIDE |= {
+    "plain OpenVINO script, INT8 (CPU form), latency": "edgemlic bench command, INT8 (CPU form), latency",
+    "plain OpenVINO script, INT8 (CPU form), throughput": (
+        "edgemlic bench command, INT8 (CPU form), throughput"
+    ),
+}
+"""The same comparison in fresh processes, as a user runs them: `edgemlic bench` against a script that
+imports only OpenVINO, numpy and edgemlic's preprocessing (plain_loops.py)."""
 
 
 def time_cell(
-    candidate: Candidate,
-    paths: dict[str, Path],
-    batch: int,
-    seconds: float,
-    photos: list[Path],
-    mode: str = "model",
+    candidate: Candidate, models: Models, batch: int, seconds: float, photos: list[Path], mode: str = "model"
 ) -> dict[str, Any]:
-    variants = (
-        {"torch_variants": (candidate.variant,)}
-        if candidate.artifact == "checkpoint"
-        else {"onnx_variants": (candidate.variant,)}
-    )
-    report = run_bench(
-        [paths[candidate.artifact]], (batch,), mode, seconds=seconds, images=photos, **variants
-    )
-    return report.cells[0].to_dict() | {"candidate": candidate.name}
+    """One candidate at one batch size: through the library's bench (run_bench), or the loops above."""
+    path = models.speed[candidate.artifact]
+    row = {"candidate": candidate.name, "batch": batch, "mode": mode, "error": None}
+    how = candidate.how
+    try:
+        if how == "pt2e":
+            if models.pt2e.backend is None:
+                return row | {"error": models.pt2e.error}
+            backend = models.pt2e.backend
+            figures = timed_loop(
+                backend.infer, model_batches(photos, backend.card.preprocessing, batch), seconds
+            )
+            return row | figures
+        if how.startswith(("command ", "script ")):
+            return row | in_a_fresh_process(how, path, batch, seconds, photos)
+        if how.startswith("plain "):
+            batches = model_batches(photos, Preprocessing(224, 256), batch)
+            _, library, *setting = how.split()
+            if library == "openvino":
+                return row | plain_openvino(path, setting[0], batches, seconds)
+            return row | plain_onnxruntime(path, setting[0] if setting else "default", batches, seconds)
+        variants = (
+            {"torch_variants": (how,)} if candidate.artifact == "checkpoint" else {"onnx_variants": (how,)}
+        )
+        report = run_bench([path], (batch,), mode, seconds=seconds, images=photos, **variants)
+        return report.cells[0].to_dict() | row | {"error": report.cells[0].error}
+    except Exception as e:  # a candidate that cannot run here is a row with its reason
+        return row | {"error": f"{type(e).__name__}: {e}"}
+
+
+def in_a_fresh_process(how: str, path: Path, batch: int, seconds: float, photos: list[Path]) -> dict:
+    """`edgemlic bench` as a command, or a plain OpenVINO script, each in a process of its own."""
+    kind, setting = how.split()
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "command":
+            out = Path(tmp) / "cell.json"
+            command = [Path(sys.executable).with_name("edgemlic"), "bench", path, "--backends", setting]
+            command += ["--batch-sizes", str(batch), "--seconds", str(seconds), "--json", out]
+            subprocess.run(list(map(str, command)), check=True, capture_output=True, text=True)
+            cell = json.loads(out.read_text())["cells"][0]
+            return {k: cell[k] for k in ("images_per_s", "p50_ms", "other_cpu_share")}
+        script = Path(__file__).with_name("plain_loops.py")
+        plain = subprocess.run(
+            [sys.executable, str(script), str(path), "--openvino", setting, "--batch", str(batch)]
+            + ["--seconds", str(seconds), "--photos", *map(str, photos)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return json.loads(plain.stdout.strip().splitlines()[-1])
 
 
 def time_rounds(
-    candidates: tuple[Candidate, ...], paths: dict[str, Path], rounds: int, seconds: float, photos: list[Path]
+    candidates: tuple[Candidate, ...], models: Models, rounds: int, seconds: float, photos: list[Path]
 ) -> list[dict[str, Any]]:
-    """Every candidate at each of its batch sizes, once per round, rounds one after the other."""
+    """Every candidate at each of its batch sizes, once per round, rounds one after the other; every
+    other round in reverse order, so that neither cell of a pair (a bench row and its plain loop) is
+    always the one that runs first."""
     cells = []
     for round_ in range(rounds):
-        for candidate in candidates:
-            if candidate.artifact not in paths:
+        for candidate in candidates if round_ % 2 == 0 else candidates[::-1]:
+            if candidate.artifact not in models.speed:
                 continue
             for batch in candidate.batches:
-                cells.append(time_cell(candidate, paths, batch, seconds, photos) | {"round": round_})
+                cells.append(time_cell(candidate, models, batch, seconds, photos) | {"round": round_})
         log(f"round {round_ + 1}/{rounds} done")
     return cells
 
@@ -217,22 +564,31 @@ def medians(cells: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]
     result = {}
     for key, group in grouped.items():
         ok = [c for c in group if not c["error"]]
+        rates = [c["images_per_s"] for c in ok]
+        p50s = [c["p50_ms"] for c in ok if c.get("p50_ms") is not None]
         result[key] = {
-            "images_per_s": float(np.median([c["images_per_s"] for c in ok])) if ok else None,
-            "p50_ms": float(np.median([c["p50_ms"] for c in ok])) if ok else None,
-            "spread": (
-                round(
-                    (max(c["images_per_s"] for c in ok) - min(c["images_per_s"] for c in ok))
-                    / float(np.median([c["images_per_s"] for c in ok])),
-                    3,
-                )
-                if ok
-                else None
-            ),
-            "other_cpu_share": max((c["other_cpu_share"] or 0.0) for c in group),
+            "images_per_s": float(np.median(rates)) if ok else None,
+            "p50_ms": float(np.median(p50s)) if p50s else None,
+            "spread": round((max(rates) - min(rates)) / float(np.median(rates)), 3) if ok else None,
+            "other_cpu_share": max((c.get("other_cpu_share") or 0.0) for c in group),
             "error": None if ok else group[0]["error"],
             "rounds": len(ok),
         }
+    return result
+
+
+def plain_agreement(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bench row over its plain loop, per round (the two cells ran one after the other) and median."""
+    by = {(c["candidate"], c["batch"], c["round"]): c for c in cells if not c["error"]}
+    result = {}
+    for plain, bench in PLAIN_BESIDE.items():
+        for (name, batch, round_), cell in by.items():
+            other = by.get((bench, batch, round_))
+            if name == plain and other:
+                entry = result.setdefault(f"{bench} / {plain}, b{batch}", {"ratios": []})
+                entry["ratios"].append(round(other["images_per_s"] / cell["images_per_s"], 4))
+    for entry in result.values():
+        entry["median"] = float(np.median(entry["ratios"]))
     return result
 
 
@@ -249,207 +605,134 @@ class BusyCore:
         self._process.wait()
 
 
-# ---- the machine's INT8 limit -----------------------------------------------------------------------
+# ---- 6. end to end -----------------------------------------------------------------------------------
+
+E2E = (
+    _c("ONNX Runtime INT8 (CPU form)", "int8-cpu", "onnxruntime", 8),
+    _c("OpenVINO INT8 (CPU form), latency", "int8-cpu", "openvino", 8),
+    _c("OpenVINO INT8 (CPU form, uint8 input), latency", "int8-cpu-uint8", "openvino", 8),
+)
 
 
-GEMM_SHAPES = ((256, 2048, 2048), (1024, 1024, 1024), (512, 4096, 1024))
-PEAK_SOURCE = Path(__file__).with_name("int8_peak.c")
+def e2e_every_core_decoding(candidate: Candidate, models: Models, seconds: float, photos: list[Path]):
+    """The e2e cell with the decode pool of before: a thread per usable core, whatever the backend uses."""
+    options = parse_onnx_variant(candidate.how)
+    with load_backend(models.speed[candidate.artifact], "cpu", **options) as backend, LoadMeter() as load:
+        cores = len(os.sched_getaffinity(0))
+        figures = time_e2e(backend, photos, 8, 3, None, seconds, threads=cores)
+    return figures | {"decode_threads": cores, "other_cpu_share": load.other_cpu_share, "error": None}
 
 
-def int8_peak(work: Path) -> dict[str, Any]:
-    """The machine's INT8 multiply-add peak: int8_peak.c (a VNNI loop) on every core at once, and what
-    ONNX Runtime's U8S8 integer GEMM reaches, as a check on it. The loop needs a C compiler and
-    AVX-512 VNNI; without them the GEMM stands in, and the record says so."""
-    cores = len(os.sched_getaffinity(0))
-    record: dict[str, Any] = {"gemm_gmac_per_s": gemm_gmacs(), "cores": cores, "cpu_mhz": _cpu_mhz()}
-    work.mkdir(parents=True, exist_ok=True)
-    binary = work / "int8_peak"
-    compiler = os.environ.get("CC", "cc")
-    build = (
-        subprocess.run(
-            [compiler, "-O2", "-mavx512f", "-mavx512vnni", "-o", str(binary), str(PEAK_SOURCE)],
-            capture_output=True,
-            text=True,
-        )
-        if not binary.exists()
-        else None
-    )
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if (build is None or build.returncode == 0) and "avx512_vnni" in flags:
-        copies = [subprocess.Popen([str(binary)], stdout=subprocess.PIPE, text=True) for _ in range(cores)]
-        rates = [float(p.communicate()[0].split()[0]) for p in copies]
-        record |= {
-            "gmac_per_s": round(sum(rates), 1),
-            "source": "int8_peak.c, vpdpbusd on every core at once",
-        }
-        record["per_core_gmac_per_s"] = [round(r, 1) for r in rates]
-    else:
-        record |= {
-            "gmac_per_s": record["gemm_gmac_per_s"],
-            "source": "ONNX Runtime integer GEMM (no VNNI loop)",
-        }
-    return record
-
-
-def gemm_gmacs(repeats: int = 5) -> float:
-    """The best U8S8 -> INT32 GEMM rate ONNX Runtime reaches here (MatMulInteger, MLAS's VNNI kernels)."""
-    import onnxruntime
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    best = 0.0
-    for m, k, n in GEMM_SHAPES:
-        weights = numpy_helper.from_array(rng.integers(-128, 128, (k, n), dtype=np.int8), "B")
-        graph = helper.make_graph(
-            [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
-            "gemm",
-            [helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])],
-            [helper.make_tensor_value_info("Y", TensorProto.INT32, [m, n])],
-            [weights],
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        a = rng.integers(0, 256, (m, k), dtype=np.uint8)
-        session.run(None, {"A": a})
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            session.run(None, {"A": a})
-            times.append(time.perf_counter() - started)
-        best = max(best, m * k * n / min(times) / 1e9)
-    return round(best, 1)
-
-
-def _cpu_mhz() -> float | None:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return None
-    values = [float(line.split(":")[1]) for line in lines if line.startswith("cpu MHz")]
-    return round(max(values), 1) if values else None
-
-
-def gmacs_per_image(fp32_onnx: Path) -> float:
-    """Multiply-adds of one image through the graph's Conv and Gemm nodes, from inferred shapes."""
-    import onnx
-
-    model = onnx.shape_inference.infer_shapes(onnx.load(fp32_onnx))
-    shapes = {
-        v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
-        for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]
-    }
-    weights = {t.name: list(t.dims) for t in model.graph.initializer}
-    total = 0
-    for node in model.graph.node:
-        if node.op_type == "Conv":
-            out = shapes[node.output[0]]
-            w = weights[node.input[1]]
-            total += int(np.prod(out[1:])) * int(np.prod(w[1:]))
-        elif node.op_type == "Gemm":
-            total += int(np.prod(weights[node.input[1]]))
-    return total / 1e9
-
-
-# ---- end to end and preprocessing -------------------------------------------------------------------
-
-
-def e2e_pairs(
-    paths: dict[str, Path], candidates: tuple[Candidate, ...], rounds: int, seconds: float, photos: list[Path]
-):
-    """Model mode then e2e at batch 8, per candidate, `rounds` times; the share is the median of the pairs."""
-    result = {}
-    for candidate in candidates:
-        shares, cells = [], []
-        for _ in range(rounds):
-            model = time_cell(candidate, paths, 8, seconds, photos)
-            e2e = time_cell(candidate, paths, 8, seconds, photos, mode="e2e")
-            cells += [model, e2e]
+def end_to_end(models: Models, rounds: int, seconds: float, photos: list[Path]) -> dict[str, Any]:
+    """Model mode then e2e at batch 8, per candidate, `rounds` times; the share is the median of the
+    pairs. The e2e cells run the library's time_e2e through bench, its decode pool sized to the cores
+    the backend leaves; a third cell decodes on every core, as before, for comparison."""
+    result: dict[str, Any] = {}
+    for _ in range(rounds):
+        for candidate in E2E:
+            if candidate.artifact not in models.speed:
+                continue
+            model = time_cell(candidate, models, 8, seconds, photos)
+            e2e = time_cell(candidate, models, 8, seconds, photos, mode="e2e")
+            every = e2e_every_core_decoding(candidate, models, seconds, photos)
+            entry = result.setdefault(candidate.name, {"shares": [], "every_core_shares": [], "cells": []})
+            entry["cells"] += [model, e2e, every]
             if not (model["error"] or e2e["error"]):
-                shares.append(e2e["images_per_s"] / model["images_per_s"])
-        result[candidate.name] = {"share": float(np.median(shares)) if shares else None, "cells": cells}
+                entry["shares"].append(round(e2e["images_per_s"] / model["images_per_s"], 4))
+                entry["every_core_shares"].append(round(every["images_per_s"] / model["images_per_s"], 4))
+    for entry in result.values():
+        entry["share"] = float(np.median(entry["shares"])) if entry["shares"] else None
+        entry["every_core_share"] = (
+            float(np.median(entry["every_core_shares"])) if entry["every_core_shares"] else None
+        )
     return result
 
 
-def preprocess_cost(photos: list[Path], repeats: int = 3) -> dict[str, Any]:
-    """Median core-milliseconds per photograph, one thread: decoding alone, and all of preprocessing."""
-    from PIL import Image
-
-    from edgemlic.images import decode_image, preprocess
-
-    pre = Preprocessing(224, 256)
-    sizes = [Image.open(p).size for p in photos]
-    figures = {}
-    for name, step in (
-        ("decode_ms", lambda p: decode_image(p, min_side=256)),
-        ("preprocess_ms", lambda p: preprocess(p, pre)),
-    ):
-        per_image = []
-        for path in photos:
-            step(path)
-            times = []
-            for _ in range(repeats):
-                started = time.process_time()
-                step(path)
-                times.append(time.process_time() - started)
-            per_image.append(min(times) * 1000)
-        figures[name] = round(float(np.median(per_image)), 2)
-    figures["photos"] = len(photos)
-    figures["median_size"] = [int(np.median([s[0] for s in sizes])), int(np.median([s[1] for s in sizes]))]
-    return figures
-
-
-# ---- faithfulness -----------------------------------------------------------------------------------
-
+# ---- 7. faithfulness ---------------------------------------------------------------------------------
 
 FAITHFULNESS = (  # the mixed graphs' figures come from their export: its verdict images are held out
     ("ONNX Runtime INT8 (CPU form)", "int8-cpu", {}),
+    ("ONNX Runtime INT8 (CPU form), QOperator graph", "int8-cpu-qoperator", {}),
     ("ONNX Runtime INT8 (TensorRT form)", "int8", {}),
     ("OpenVINO INT8 (CPU form)", "int8-cpu", {"backend": "openvino"}),
     ("OpenVINO INT8 (TensorRT form)", "int8", {"backend": "openvino"}),
     ("OpenVINO FP32", "fp32", {"backend": "openvino"}),
+    ("OpenVINO bf16", "fp32", parse_onnx_variant("openvino+bf16")),
 )
 
 
-def faithfulness(
-    paths: dict[str, Path], images: list[Path], targets: np.ndarray | None
-) -> list[dict[str, Any]]:
-    """Every INT8 graph and backend against ONNX Runtime FP32 on the same images, at the card's thresholds."""
-    from edgemlic.runtime import Predictor
+QDQ, QOPERATOR = "ONNX Runtime INT8 (CPU form)", "ONNX Runtime INT8 (CPU form), QOperator graph"
 
+
+def faithfulness(
+    paths: dict[str, Path], images: list[Path], targets: np.ndarray | None, pt2e: Backend | None = None
+) -> list[dict[str, Any]]:
+    """Every INT8, bf16 (and PT2E) result against ONNX Runtime FP32 on the same images, at the card's
+    thresholds."""
     with Predictor(paths["fp32"], device="cpu") as reference:
         expected = reference.scores(images, batch_size=8)
         thresholds = reference.card.thresholds()
-    rows = []
-    for name, key, options in FAITHFULNESS:
-        if key not in paths:
-            continue
+
+    def scores_of(key: str, options: dict[str, Any]) -> np.ndarray:
         with Predictor(paths[key], device="cpu", **options) as predictor:
-            scores = predictor.scores(images, batch_size=8)
-        c = compare_scores(expected, scores, thresholds, targets=targets)
+            return predictor.scores(images, batch_size=8)
+
+    runs: list[tuple[str, Callable[[], np.ndarray]]] = [
+        (name, lambda key=key, options=options: scores_of(key, options))
+        for name, key, options in FAITHFULNESS
+        if key in paths
+    ]
+    if pt2e is not None:  # left open: the timing rounds use it too
+        runs.append(("PyTorch PT2E INT8", lambda: Predictor(pt2e).scores(images, batch_size=8)))
+    rows, results = [], {}
+    for name, run in runs:
+        try:
+            results[name] = run()
+        except EdgemlicError as e:
+            rows.append({"candidate": name, "error": str(e)})
+    pairs = [(name, expected, name) for name in results]
+    if {QOPERATOR, QDQ} <= results.keys():  # the same decisions as the graph it would replace?
+        pairs.append((f"{QOPERATOR} vs the Q/DQ graph", results[QDQ], QOPERATOR))
+    for name, reference, candidate in pairs:
+        c = compare_scores(reference, results[candidate], thresholds, targets=targets)
         rows.append(
             {
                 "candidate": name,
                 "images": c.images,
                 "flip_rate": round(c.flip_rate, 5),
                 "max_abs_diff": round(c.max_abs_diff, 4),
+                "mean_abs_diff": round(c.mean_abs_diff, 5),
                 "micro_f1": None if c.micro_f1 is None else round(c.micro_f1, 4),
                 "delta_micro_f1": None if c.delta_micro_f1 is None else round(c.delta_micro_f1, 4),
+                "error": None,
             }
         )
     return rows
 
 
-# ---- tables -----------------------------------------------------------------------------------------
+# ---- tables and verdicts -----------------------------------------------------------------------------
 
 
 def _f(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def speed_table(quiet: dict, loaded: dict, peak: float, gmacs: float) -> str:
+def peak_share(images_per_s: float | None, precision: str, environment: dict[str, Any]) -> float | None:
+    """images/s x MACs per image over this run's measured peak of that precision on every usable core."""
+    limit = peak_for(environment["peaks"], precision, environment["usable_cores"])
+    if not (images_per_s and limit):
+        return None
+    return images_per_s * environment["resnet50_macs_per_image"] / 1e9 / limit
+
+
+def _precision(name: str) -> str:
+    return "int8" if "INT8" in name else "fp32" if "FP32" in name else "bf16"
+
+
+def speed_table(quiet: dict, loaded: dict, environment: dict[str, Any]) -> str:
     base = {b: quiet.get(("ONNX Runtime FP32", b), {}).get("images_per_s") for b in (1, 8)}
     lines = [
-        "| candidate | b1 img/s | b1 p50 ms | b8 img/s | x ORT FP32 b1 | x ORT FP32 b8 | INT8 peak share b8 "
+        "| candidate | b1 img/s | b1 p50 ms | b8 img/s | x ORT FP32 b1 | x ORT FP32 b8 | share of peak b8 "
         "| b1 / b8 kept with a core busy |",
         "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
@@ -461,11 +744,8 @@ def speed_table(quiet: dict, loaded: dict, peak: float, gmacs: float) -> str:
             _f(cell.get("images_per_s") / base[b] if cell.get("images_per_s") and base[b] else None, ".2f")
             for cell, b in ((one, 1), (eight, 8))
         ]
-        share = (
-            eight.get("images_per_s") * gmacs / peak
-            if "INT8" in candidate.name and eight.get("images_per_s")
-            else None
-        )
+        precision = "fp32" if "bf16" in candidate.name else _precision(candidate.name)  # bf16 vs FP32's
+        share = peak_share(eight.get("images_per_s"), precision, environment)
         kept = []
         for b, cell in ((1, one), (8, eight)):
             under = loaded.get((candidate.name, b), {}).get("images_per_s")
@@ -481,11 +761,17 @@ def speed_table(quiet: dict, loaded: dict, peak: float, gmacs: float) -> str:
 
 
 def faithfulness_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| candidate | images | flips | max abs dp | micro-F1 | delta F1 |", "|---|--:|--:|--:|--:|--:|"]
+    lines = [
+        "| candidate | images | flips | max abs dp | mean abs dp | micro-F1 | delta F1 |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
     for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['candidate']} | {r['error']} | | | | | |")
+            continue
         lines.append(
             f"| {r['candidate']} | {r['images']} | {100 * r['flip_rate']:.2f}% | {r['max_abs_diff']:.4f} "
-            f"| {_f(r['micro_f1'], '.4f')} | {_f(r['delta_micro_f1'], '+.4f')} |"
+            f"| {r['mean_abs_diff']:.5f} | {_f(r['micro_f1'], '.4f')} | {_f(r['delta_micro_f1'], '+.4f')} |"
         )
     return "\n".join(lines)
 
@@ -502,64 +788,81 @@ def mixed_lines(mixed: dict[str, Any]) -> str:
             lines.append(f"- {form}: {record['error']}")
             continue
         layers = ", ".join(record["float_layers"]) or "none"
-        speed = record["speed"]
         lines.append(
             f"- {form}: {len(record['float_layers'])} layers kept in float ({layers}); "
             f"search flips % {_change(record, 'search', 'flip_rate', 100, '.2f')}, "
             f"max |dp| {_change(record, 'search', 'max_abs_diff', 1, '.3f')}; "
             f"verdict flips % {_change(record, 'verdict', 'flip_rate', 100, '.2f')}, "
-            f"max |dp| {_change(record, 'verdict', 'max_abs_diff', 1, '.3f')} "
-            f"({'met' if record['verdict_met'] else 'missed'}); export {record['seconds']:.0f} s"
-            + (f"; ONNX Runtime batch 1 {speed['mixed_share']:.2f} of plain INT8" if speed else "")
+            f"max |dp| {_change(record, 'verdict', 'max_abs_diff', 1, '.3f')}; "
+            f"export {record['seconds']:.0f} s"
         )
     return "\n".join(lines)
 
 
-def targets(quiet, e2e, pre, peak, gmacs, faithful, mixed) -> list[dict[str, Any]]:
-    def rate(name, batch):
+def targets(
+    quiet: dict, e2e: dict, pre: dict, agreement: dict, faithful: list[dict], environment: dict
+) -> list[dict[str, Any]]:
+    def rate(name: str, batch: int) -> float | None:
         return quiet.get((name, batch), {}).get("images_per_s")
 
-    def best(prefix, batch):
-        values = [
-            v["images_per_s"]
-            for (n, b), v in quiet.items()
-            if n.startswith(prefix) and b == batch and v["images_per_s"] and "mixed" not in n
-        ]
-        return max(values) if values else None
-
-    def ratio(a, b):
+    def ratio(a: float | None, b: float | None) -> float | None:
         return a / b if a and b else None
 
-    ov8, ov1 = best("OpenVINO INT8 (CPU form)", 8), best("OpenVINO INT8 (CPU form)", 1)
-    best8 = max(v for v in (best("OpenVINO INT8", 8), best("ONNX Runtime INT8", 8)) if v)
-    faithful_by = {r["candidate"]: r for r in faithful}
-    verdicts = {
-        model: record["int8-cpu"]["verdict"]["mixed"]
-        for model, record in mixed.items()
-        if "verdict" in record.get("int8-cpu", {})
-    }
-    ov_row = faithful_by.get("OpenVINO INT8 (CPU form)")
+    best8 = max(
+        (v["images_per_s"] for (n, b), v in quiet.items() if b == 8 and "INT8" in n and v["images_per_s"]),
+        default=None,
+    )
+    by_name = {r["candidate"]: r for r in faithful}
+    bf16 = by_name.get("OpenVINO bf16", {})
+    ort_qop = ratio(
+        rate("ONNX Runtime INT8 (CPU form), QOperator graph", 8), rate("ONNX Runtime INT8 (CPU form)", 8)
+    )
     rows = [
-        ("OpenVINO INT8 b8 / ONNX Runtime FP32 b8", ratio(ov8, rate("ONNX Runtime FP32", 8)), 4.3, ">="),
-        ("OpenVINO INT8 b1 / ONNX Runtime FP32 b1", ratio(ov1, rate("ONNX Runtime FP32", 1)), 3.6, ">="),
-        ("preprocessing, core-ms per photo", pre["preprocess_ms"], 4.0, "<="),
+        ("preprocessing (float input), core-ms per photo", pre["preprocess_float32_ms"], 2.2, "<="),
+        ("preprocessing (uint8 input), core-ms per photo", pre["preprocess_uint8_ms"], 2.2, "<="),
+        *((f"e2e / model-only, b8, {name}", entry["share"], 0.85, ">=") for name, entry in e2e.items()),
+        *((f"bench / plain loop, {name}", entry["median"], 0.97, ">=") for name, entry in agreement.items()),
         (
-            "e2e / model-only, best INT8 backend, b8",
-            max((v["share"] for v in e2e.values() if v["share"]), default=None),
-            0.85,
+            "ONNX Runtime INT8 b8 / OpenVINO INT8 b8 (CPU form, latency)",
+            ratio(rate("ONNX Runtime INT8 (CPU form)", 8), rate("OpenVINO INT8 (CPU form), latency", 8)),
+            0.95,
             ">=",
         ),
-        ("best INT8 b8 share of the INT8 peak", best8 * gmacs / peak if best8 else None, 0.65, ">="),
-        ("OpenVINO INT8 flips vs ORT FP32 (parity budget)", ov_row and ov_row["flip_rate"], 0.02, "<="),
-        *(
-            (f"mixed INT8 (CPU form) {name} vs FP32, {model}, verdict images", figures[key], goal, "<=")
-            for model, figures in verdicts.items()
-            for name, key, goal in (("flips", "flip_rate", 0.005), ("max |dp|", "max_abs_diff", 0.05))
+        ("ONNX Runtime QOperator graph b8 / Q/DQ graph b8", ort_qop, 1.0, ">"),
+        (
+            "ONNX Runtime QOperator graph: flips against the Q/DQ graph (the same decisions)",
+            by_name.get(f"{QOPERATOR} vs the Q/DQ graph", {}).get("flip_rate"),
+            0.0,
+            "<=",
         ),
         (
-            "mixed / plain INT8 (CPU form), ONNX Runtime b1",
-            ratio(rate("ONNX Runtime mixed INT8 (CPU form)", 1), rate("ONNX Runtime INT8 (CPU form)", 1)),
-            0.9,
+            "OpenVINO bf16 b8 / OpenVINO FP32 b8",
+            ratio(rate("OpenVINO bf16, latency", 8), rate("OpenVINO FP32, latency", 8)),
+            1.5,
+            ">=",
+        ),
+        (
+            "OpenVINO bf16 flips vs ORT FP32 (parity's bf16 budget)",
+            bf16.get("flip_rate"),
+            BUDGETS["parity"]["bf16"].max_flip_rate,
+            "<=",
+        ),
+        (
+            "OpenVINO bf16 max |dp| vs ORT FP32 (parity's bf16 budget)",
+            bf16.get("max_abs_diff"),
+            BUDGETS["parity"]["bf16"].max_abs_diff,
+            "<=",
+        ),
+        (
+            "PyTorch PT2E INT8 b8 / PyTorch eager FP32 b8",
+            ratio(rate("PyTorch PT2E INT8 (x86 Inductor, torch.compile)", 8), rate("PyTorch eager FP32", 8)),
+            None,
+            "",
+        ),
+        (
+            "best INT8 b8 share of this run's INT8 peak",
+            peak_share(best8, "int8", environment),
+            0.65,
             ">=",
         ),
     ]
@@ -567,75 +870,162 @@ def targets(quiet, e2e, pre, peak, gmacs, faithful, mixed) -> list[dict[str, Any
         {
             "target": name,
             "measured": None if value is None else round(value, 4),
-            "goal": f"{op} {goal}",
-            "met": None if value is None else (value >= goal if op == ">=" else value <= goal),
+            "goal": f"{op} {goal}" if goal is not None else "reported",
+            "met": None
+            if value is None or goal is None
+            else (value >= goal if op == ">=" else value > goal if op == ">" else value <= goal),
         }
         for name, value, goal, op in rows
     ]
 
 
-# ---- the run ----------------------------------------------------------------------------------------
+def other_processes(result: dict[str, Any]) -> str:
+    """How much of the machine other processes took while the quiet cells ran."""
+    shares = [c["other_cpu_share"] for c in result["quiet_cells"] if c.get("other_cpu_share") is not None]
+    if not shares:
+        return "Other processes' CPU time was not measured."
+    return (
+        f"Other processes used {100 * float(np.median(shares)):.1f} % of the cores during the median quiet "
+        f"cell and {100 * max(shares):.1f} % at most."
+    )
 
 
-def main() -> None:
+def markdown(result: dict[str, Any], quiet: dict, loaded: dict, args: argparse.Namespace) -> str:
+    env, pre = result["environment"], result["preprocessing"]
+    steps = ", ".join(
+        f"{k.removesuffix('_ms')} {pre[k]}"
+        for k in (
+            "read_ms",
+            "decode_ms",
+            "exif_ms",
+            "resize_ms",
+            "resize_crop_box_ms",
+            "crop_ms",
+            "normalize_ms",
+        )
+    )
+    sections = [
+        f"Recorded {env['time']} on {machine_line(env)}. Load average {env['load_average_1min']} at the "
+        f"start, {env['load_average_1min_at_end']} at the end; runner {result['seconds']} s. "
+        f"onnxruntime {env['versions']['onnxruntime']}, openvino "
+        f"{env['versions']['openvino']}, torch {env['versions']['torch']}. {other_processes(result)}",
+        f"ResNet-50, 224 px, random weights, {env['resnet50_macs_per_image'] / 1e9:.2f} GMAC per image "
+        f"(counted from the graph), model mode, medians of {args.rounds} interleaved rounds "
+        f"({args.seconds:g} s per cell); shares of peak are against this run's INT8 peak (FP32's for the "
+        "float rows); the last column is the share of the quiet speed kept while a busy process takes "
+        "one core:\n\n" + speed_table(quiet, loaded, env),
+        "Bench against a plain loop over the same graph, cell after cell in each round: "
+        + "; ".join(
+            f"{name} {entry['median']:.3f} (rounds {', '.join(f'{r:.3f}' for r in entry['ratios'])})"
+            for name, entry in result["bench_vs_plain"].items()
+        ),
+        "End to end (JPEG files to labels) over model mode at batch 8, median of paired rounds, decoding "
+        "on the cores the backend leaves (on every core, as before): "
+        + ", ".join(
+            f"{n} {_f(v['share'], '.2f')} ({_f(v['every_core_share'], '.2f')})"
+            for n, v in result["e2e"].items()
+        )
+        + f". Preprocessing one photo ({pre['median_size'][0]}x{pre['median_size'][1]} median; "
+        f"{pre['at_least_twice_the_resize']} of {pre['photos']} at least twice the resize) on one core: "
+        f"{pre['preprocess_float32_ms']} ms for float input ({pre['preprocess_float32_exact_ms']} ms on "
+        f"the exact path), {pre['preprocess_uint8_ms']} ms for uint8 input; its steps: {steps} ms.",
+        "The fast path of the one preprocessing function (only the crop's box resized; reduced JPEG "
+        "decoding and two-step resizing for photos at least twice the resize) against its exact path, on "
+        f"{next(iter(result['reduced_decoding'].values()), {}).get('photos')} of the photographs: "
+        + "; ".join(
+            f"{name}: {r['exact_ms']} -> {r['fast_ms']} core-ms per photo, {r['flips']} flipped decisions "
+            f"({100 * r['flip_rate']:.2f} %), max |dp| {r['max_abs_diff']}, mean {r['mean_abs_diff']}"
+            for name, r in result["reduced_decoding"].items()
+        )
+        + ".",
+        f"Faithfulness against ONNX Runtime FP32, ResNet-50 on {result['photos']}:\n\n"
+        + faithfulness_table(result["faithfulness_resnet50"]),
+        "Faithfulness against ONNX Runtime FP32, resnet_tiny trained on shapes, its val split:\n\n"
+        + faithfulness_table(result["faithfulness_shapes_model"]),
+        f"Mixed INT8 (budget flips <= {MIXED_BUDGET.max_flip_rate}, max |dp| <= "
+        f"{MIXED_BUDGET.max_abs_diff}, up to {MAX_FLOAT_LAYERS} float layers), ResNet-50:\n\n"
+        + mixed_lines(result["mixed_resnet50"])
+        + "\n\nresnet_tiny on shapes:\n\n"
+        + mixed_lines(result["mixed_shapes_model"]),
+        "Targets:\n\n"
+        + "\n".join(
+            f"- {t['target']}: {t['measured']} (goal {t['goal']}: {VERDICT[t['met']]})"
+            for t in result["targets"]
+        ),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+# ---- the run -----------------------------------------------------------------------------------------
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--coco-root", type=Path, default=DEFAULT_COCO, help="real photographs (default ../shared/coco-mini)"
+        "--coco-root",
+        type=Path,
+        default=DEFAULT_COCO,
+        help="folder of real photographs, COCO layout (default ../shared/coco-mini)",
     )
     parser.add_argument("--epochs", type=int, default=20, help="training epochs of the accuracy model")
     parser.add_argument("--work", type=Path, help="keep checkpoints and exports here and reuse them")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the quiet timings")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell")
+    parser.add_argument(
+        "--skip-mixed",
+        action="store_true",
+        help="skip the ResNet-50's mixed-precision search (tens of minutes on a loaded machine)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def photographs(coco_root: Path, work: Path) -> tuple[Path | None, Path, list[Path]]:
+    """(the COCO root if it is there, the generated shapes root, the photographs to time on)."""
+    shapes = work / "shapes"
+    if not (shapes / "annotations" / "instances_val2017.json").exists():
+        generate_shapes_dataset(shapes, train_images=1000, val_images=300, seed=0)
+    coco = coco_root if (coco_root / "annotations").is_dir() else None
+    if coco is None:
+        log(f"{coco_root} not found: calibrating and timing the ResNet-50 on generated images")
+    split = load_coco_split(
+        coco or shapes, "val2017", DEFAULT_CATEGORIES if coco else None, keep_negatives=True
+    )
+    return coco, shapes, [s.path for s in split.samples]
+
+
+def main() -> None:
+    args = parse_arguments()
     started = time.perf_counter()
     log(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="edgemlic-bench-") as tmp:
         work = args.work or Path(tmp)
-        shapes = work / "shapes"
-        if not (shapes / "annotations" / "instances_val2017.json").exists():
-            generate_shapes_dataset(shapes, train_images=1000, val_images=300, seed=0)
-        coco = args.coco_root if (args.coco_root / "annotations").is_dir() else None
-        if coco is None:
-            log(f"{args.coco_root} not found: calibrating and timing the ResNet-50 on generated images")
-        photo_split = load_coco_split(
-            coco or shapes, "val2017", DEFAULT_CATEGORIES if coco else None, keep_negatives=True
-        )
-        photos = [s.path for s in photo_split.samples]
+        coco, shapes, photos = photographs(args.coco_root, work)
+        models = prepare_models(work, coco or shapes, shapes, args.epochs, not args.skip_mixed)
+        log(f"models ready after {time.perf_counter() - started:.0f} s")
 
-        log("ResNet-50 (random weights): checkpoint and exports, plain and mixed")
-        speed = {"checkpoint": speed_checkpoint(work)}
-        exported, speed_mixed = export_all(speed["checkpoint"], work / "resnet50", coco or shapes)
-        speed |= exported
-        log("accuracy model on the shapes dataset: training and exports")
-        trained = accuracy_checkpoint(work, shapes, args.epochs)
-        accuracy, accuracy_mixed = export_all(trained, work / "accuracy", shapes)
-        log(f"exports done after {time.perf_counter() - started:.0f} s")
-
-        peak = int8_peak(work)
-        gmacs = gmacs_per_image(speed["fp32"])
-        log(f"INT8 peak {peak}; ResNet-50 {gmacs:.2f} GMAC per image")
-        pre = preprocess_cost(photos[:32])
+        environment = record_machine(models)
+        log(machine_line(environment))
+        pre = preprocessing_steps(photos[:32])
         log(f"preprocessing {pre}")
+        reduced = reduced_decoding(models, photos[:80])
+        log(f"reduced decoding {reduced}")
 
-        quiet_cells = time_rounds(QUIET, speed, args.rounds, args.seconds, photos[:64])
+        quiet_cells = time_rounds(QUIET, models, args.rounds, args.seconds, photos[:64])
         with BusyCore():
-            loaded_cells = time_rounds(UNDER_LOAD, speed, 1, args.seconds, photos[:64])
+            loaded_cells = time_rounds(UNDER_LOAD, models, 1, args.seconds, photos[:64])
         log("under load done")
-        e2e = e2e_pairs(speed, (QUIET[2], QUIET[6]), args.rounds, args.seconds, photos[:64])
+        e2e = end_to_end(models, args.rounds, args.seconds, photos[:64])
         log("end to end done")
-        faithful_speed = faithfulness(speed, photos, None)
+        faithful_speed = faithfulness(models.speed, photos, None, models.pt2e.backend)
         shapes_split = load_coco_split(shapes, "val2017", keep_negatives=True)
         faithful_accuracy = faithfulness(
-            accuracy,
+            models.accuracy,
             [s.path for s in shapes_split.samples],
             np.stack([s.target for s in shapes_split.samples]),
         )
         log("faithfulness done")
-        environment = run_bench(
-            [speed["fp32"]], (1,), "model", iters=1, images=photos[:8], peak=True
-        ).environment
+        environment["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
 
     quiet, loaded = medians(quiet_cells), medians(loaded_cells)
     result = {
@@ -643,66 +1033,31 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "seconds": round(time.perf_counter() - started, 1),
         "photos": f"coco-mini val2017, {len(photos)} real photographs" if coco else "generated shapes",
-        "int8_peak": peak,
-        "resnet50_gmac_per_image": round(gmacs, 3),
         "preprocessing": pre,
+        "reduced_decoding": reduced,
+        "pt2e": {"prepare_seconds": models.pt2e.seconds, "error": models.pt2e.error},
         "quiet_medians": [{"candidate": n, "batch": b, **v} for (n, b), v in quiet.items()],
         "under_load_medians": [{"candidate": n, "batch": b, **v} for (n, b), v in loaded.items()],
+        "bench_vs_plain": plain_agreement(quiet_cells),
         "quiet_cells": quiet_cells,
         "under_load_cells": loaded_cells,
         "e2e": e2e,
         "faithfulness_resnet50": faithful_speed,
         "faithfulness_shapes_model": faithful_accuracy,
-        "mixed_resnet50": speed_mixed,
-        "mixed_shapes_model": accuracy_mixed,
+        "mixed_resnet50": models.speed_mixed,
+        "mixed_shapes_model": models.accuracy_mixed,
     }
-    mixed = {"ResNet-50": speed_mixed, "resnet_tiny on shapes": accuracy_mixed}
-    result["targets"] = targets(quiet, e2e, pre, peak["gmac_per_s"], gmacs, faithful_speed, mixed)
+    result["targets"] = targets(quiet, e2e, pre, result["bench_vs_plain"], faithful_speed, environment)
+    write_outputs(result, quiet, loaded, args)
+
+
+def write_outputs(result: dict[str, Any], quiet: dict, loaded: dict, args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / f"{NAME}.json", result)
-    plotted = [c for c in quiet_cells if c["round"] == args.rounds // 2]
-    save_plot(
-        plotted,
-        args.out / f"{NAME}.png",
-        f"ResNet-50 224 px, {environment['cpu']} ({environment['usable_cores']} cores)",
-    )
-
-    env = environment
-    text = (
-        "\n\n".join(
-            [
-                f"Recorded {env['time']} on {env['cpu']} ({env['usable_cores']} cores; flags "
-                f"{', '.join(env['cpu_flags'])}), load average {env['load_average_1min']} at the end; "
-                f"runner {result['seconds']} s. onnxruntime {env['versions']['onnxruntime']}, "
-                f"openvino {env['versions']['openvino']}, torch {env['versions']['torch']}.",
-                f"ResNet-50, 224 px, random weights, model mode, medians of {args.rounds} interleaved rounds "
-                f"({args.seconds:g} s per cell); INT8 peak {peak['gmac_per_s']} GMAC/s ({peak['source']}; "
-                f"ONNX Runtime's integer GEMM reaches {peak['gemm_gmac_per_s']}), {gmacs:.2f} GMAC per "
-                "image; the last column is the share of the "
-                "quiet speed kept while a busy process takes one core:\n\n"
-                + speed_table(quiet, loaded, peak["gmac_per_s"], gmacs),
-                "End to end (JPEG files to labels) over model mode at batch 8, median of paired rounds: "
-                + ", ".join(f"{n} {_f(v['share'], '.2f')}" for n, v in e2e.items())
-                + f". Preprocessing one photo ({pre['median_size'][0]}x{pre['median_size'][1]} median) on "
-                f"one core: {pre['preprocess_ms']} ms, of which decoding {pre['decode_ms']} ms.",
-                f"Faithfulness against ONNX Runtime FP32, ResNet-50 on {len(photos)} real photographs:\n\n"
-                + faithfulness_table(faithful_speed),
-                "Faithfulness against ONNX Runtime FP32, resnet_tiny trained on shapes, its val split:\n\n"
-                + faithfulness_table(faithful_accuracy),
-                f"Mixed INT8 (budget flips <= {MIXED_BUDGET.max_flip_rate}, max |dp| <= "
-                f"{MIXED_BUDGET.max_abs_diff}, up to {MAX_FLOAT_LAYERS} float layers), ResNet-50:\n\n"
-                + mixed_lines(speed_mixed)
-                + "\n\nresnet_tiny on shapes:\n\n"
-                + mixed_lines(accuracy_mixed),
-                "Targets:\n\n"
-                + "\n".join(
-                    f"- {t['target']}: {t['measured']} (goal {t['goal']}: {VERDICT[t['met']]})"
-                    for t in result["targets"]
-                ),
-            ]
-        )
-        + "\n"
-    )
+    env = result["environment"]
+    plotted = [c for c in result["quiet_cells"] if c["round"] == args.rounds // 2 and "artifact" in c]
+    save_plot(plotted, args.out / f"{NAME}.png", f"ResNet-50 224 px, {machine_line(env).split(';')[0]}")
+    text = markdown(result, quiet, loaded, args)
     write_text(args.out / f"{NAME}.md", text)
     print(text)
     log(f"written to {args.out}/{NAME}.json, .md, .png in {result['seconds']} s")
