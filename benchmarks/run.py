@@ -747,8 +747,7 @@ def speed_table(quiet: dict, loaded: dict, environment: dict[str, Any]) -> str:
             _f(cell.get("images_per_s") / base[b] if cell.get("images_per_s") and base[b] else None, ".2f")
             for cell, b in ((one, 1), (eight, 8))
         ]
-        precision = "fp32" if "bf16" in candidate.name else _precision(candidate.name)  # bf16 vs FP32's
-        share = peak_share(eight.get("images_per_s"), precision, environment)
+        share = peak_share(eight.get("images_per_s"), _precision(candidate.name), environment)  # no bf16 peak
         kept = []
         for b, cell in ((1, one), (8, eight)):
             under = loaded.get((candidate.name, b), {}).get("images_per_s")
@@ -915,8 +914,8 @@ def markdown(result: dict[str, Any], quiet: dict, loaded: dict, args: argparse.N
         f"ResNet-50, 224 px, random weights, {env['resnet50_macs_per_image'] / 1e9:.2f} GMAC per image "
         f"(counted from the graph), model mode, medians of {args.rounds} interleaved rounds "
         f"({args.seconds:g} s per cell); shares of peak are against this run's INT8 peak (FP32's for the "
-        "float rows); the last column is the share of the quiet speed kept while a busy process takes "
-        "one core:\n\n" + speed_table(quiet, loaded, env),
+        "FP32 rows; no bf16 peak is measured); the last column is the share of the quiet speed kept "
+        "while a busy process takes one core:\n\n" + speed_table(quiet, loaded, env),
         "Bench against a plain loop over the same graph, cell after cell in each round: "
         + "; ".join(
             f"{name} {entry['median']:.3f} (rounds {', '.join(f'{r:.3f}' for r in entry['ratios'])})"
