@@ -8,6 +8,7 @@ nvinfer's scaling is simulated (`nvinfer_pixels`); a pipeline on a Jetson was no
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,7 +34,7 @@ from edgemlic.export.deepstream import (
     write_deepstream,
 )
 from edgemlic.export.onnx import generated_gate_images, graph_scores, load_graph, set_card
-from edgemlic.images import preprocess_batch, resize_crop_geometry
+from edgemlic.images import preprocess, preprocess_batch, resize_crop_geometry
 from edgemlic.runtime import Predictor
 
 DOCUMENTED_PROPERTY_KEYS = frozenset(
@@ -178,13 +179,14 @@ def _jpegs(folder: Path, count: int = 8) -> list[Path]:
 
 
 def _card_pixels(path: Path, card: ModelCard, resample: Image.Resampling | None = None) -> np.ndarray:
-    """The uint8 pixels edgemlic's preprocessing normalizes (resized shorter side, centre crop), resized
-    with the card's filter or with `resample`."""
+    """The uint8 pixels edgemlic's preprocessing normalizes (resized shorter side, centre crop), or the
+    same crop of the whole image resized with `resample`."""
     pre = card.preprocessing
+    if resample is None:  # exactly the crop edgemlic's preprocessing normalizes
+        return preprocess(path, dataclasses.replace(pre, input_dtype="uint8", input_layout="NHWC"))
     img = Image.open(path).convert("RGB")
     width, height, left, top = resize_crop_geometry(*img.size, pre)
-    card_filter = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-    resized = np.asarray(img.resize((width, height), resample or card_filter[pre.interpolation]))
+    resized = np.asarray(img.resize((width, height), resample))
     return resized[top : top + pre.input_size, left : left + pre.input_size]
 
 
