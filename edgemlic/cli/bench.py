@@ -135,7 +135,7 @@ def bench(
         str,
         typer.Option(
             help="How .onnx models run, comma-separated: onnxruntime, openvino; with options "
-            "openvino+throughput, onnxruntime+no-spin."
+            "openvino+throughput, openvino+bf16 (CPUs with bf16 or AMX), onnxruntime+no-spin."
         ),
     ] = "onnxruntime",
     coco_root: Annotated[

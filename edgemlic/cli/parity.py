@@ -74,7 +74,11 @@ def parity(
     max_mean_abs_diff: Annotated[float | None, typer.Option(help="Budget mean |delta probability|.")] = None,
     device: str = "auto",
     backends: Annotated[
-        str, typer.Option(help="What runs the .onnx artifacts, comma-separated: onnxruntime, openvino.")
+        str,
+        typer.Option(
+            help="What runs the .onnx artifacts, comma-separated: onnxruntime, openvino, openvino+bf16 "
+            "(CPUs with bf16 or AMX), openvino+throughput, onnxruntime+no-spin."
+        ),
     ] = "onnxruntime",
     batch_size: int = 32,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the parity report as JSON.")] = None,
