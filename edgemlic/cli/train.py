@@ -79,14 +79,12 @@ def train(
 
     --batch-size is the global batch, split evenly over processes; the learning rate goes with it.
     """
-    from edgemlic.artifacts import LAST_CHECKPOINT
     from edgemlic.data.coco import parse_categories
     from edgemlic.train.launch import resume_on_processes, train_on_processes
 
-    if resume == "auto" and (out / LAST_CHECKPOINT).exists():
-        resume = str(out)
-    if resume is not None and resume != "auto":
-        result = resume_on_processes(Path(resume), nproc)
+    run_dir = _run_to_resume(resume, out)
+    if run_dir is not None:
+        result = resume_on_processes(run_dir, nproc)
     else:
         config = TrainConfig(
             coco_root=str(coco_root.resolve()), out_dir=str(out), categories=parse_categories(categories),
@@ -99,3 +97,12 @@ def train(
         )  # fmt: skip
         result = train_on_processes(config, nproc)
     console.print(result.summary())
+
+
+def _run_to_resume(resume: str | None, out: Path) -> Path | None:
+    """The run --resume continues, or None for a new run (auto starts one when --out has no checkpoint)."""
+    from edgemlic.artifacts import LAST_CHECKPOINT
+
+    if resume == "auto":
+        return out if (out / LAST_CHECKPOINT).exists() else None
+    return None if resume is None else Path(resume)
