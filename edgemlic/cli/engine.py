@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgemlic.cli.app import app
+from edgemlic.cli.app import app, comma_separated
 
 engine_app = typer.Typer(help="Build, inspect and deploy TensorRT engines.", no_args_is_help=True)
 app.add_typer(engine_app, name="engine")
@@ -206,21 +206,13 @@ def deepstream(
     ] = None,
 ) -> None:
     """Write a DeepStream nvinfer multilabel classifier: config, labels, std-folded ONNX, C++ parser."""
-    from edgemlic.cli.app import comma_separated
-    from edgemlic.errors import EdgemlicError
     from edgemlic.export.deepstream import ClassifierPlacement, NvinferScaling, write_deepstream
 
-    try:
-        class_ids = tuple(int(part) for part in comma_separated(operate_on_class_ids))
-    except ValueError:
-        raise EdgemlicError(
-            f"--operate-on-class-ids {operate_on_class_ids!r}: give integers separated by commas, e.g. 0,2"
-        ) from None
     placement = ClassifierPlacement(
         mode=mode,
         gie_unique_id=gie_unique_id,
         operate_on_gie_id=operate_on_gie_id,
-        operate_on_class_ids=class_ids,
+        operate_on_class_ids=_class_ids(operate_on_class_ids),
         input_object_min_width=input_object_min_width,
         input_object_min_height=input_object_min_height,
         input_object_max_width=input_object_max_width,
@@ -236,6 +228,23 @@ def deepstream(
         NvinferScaling(maintain_aspect_ratio=maintain_aspect_ratio),
         measure_images=_parity_images(parity_images),
     )
+    _print_deepstream(result)
+
+
+def _class_ids(text: str) -> tuple[int, ...]:
+    """--operate-on-class-ids as integers; empty means every class of the detector."""
+    from edgemlic.errors import EdgemlicError
+
+    try:
+        return tuple(int(part) for part in comma_separated(text))
+    except ValueError:
+        raise EdgemlicError(
+            f"--operate-on-class-ids {text!r}: give integers separated by commas, e.g. 0,2"
+        ) from None
+
+
+def _print_deepstream(result) -> None:
+    """What `engine deepstream` reports: the files written, the next step, and the input comparison."""
     for path in result.written:
         typer.echo(str(path))
     typer.echo(
