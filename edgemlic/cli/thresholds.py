@@ -41,36 +41,8 @@ def tune(
         checkpoint, coco_root, split, objective, out, min_positives, keep_negatives, batch_size, device
     )
     summary = result.to_dict()
-    table = Table(title=f"per-class thresholds ({summary['objective']}, on {split})")
-    for column in ("class", "positives", "threshold", "status", "F1 before", "F1 after"):
-        table.add_column(column, justify="left" if column in ("class", "status") else "right")
-    for row in summary["classes"]:
-        table.add_row(
-            row["class"],
-            str(row["support"]),
-            f"{row['threshold']:.2f}",
-            row["status"],
-            f"{row['f1_before']:.4f}",
-            f"{row['f1_after']:.4f}",
-        )
-    console.print(table)
-    before, after = summary["before"], summary["after"]
-    images = result.before["num_images"]
-    console.print(
-        f"on the {images} images of {split} the thresholds were tuned on: "
-        f"micro-F1 {before['micro_f1']:.4f} -> {after['micro_f1']:.4f}, "
-        f"Jaccard {before['jaccard']:.4f} -> {after['jaccard']:.4f}, "
-        f"macro-F1 {before['macro_f1']:.4f} -> {after['macro_f1']:.4f} "
-        f"(before: global threshold {result.global_threshold:g})",
-        soft_wrap=True,
-    )
-    console.print(
-        "these gains are measured on the tuning images themselves, so they are optimistic; "
-        f"`edgemlic evaluate {path} --coco-root ROOT --split OTHER` measures them on images they were "
-        "not tuned on",
-        soft_wrap=True,
-        markup=False,
-    )
+    console.print(_threshold_table(summary, split))
+    _print_gains(result, summary, split, path)
     if json_path is not None:
         write_json(
             json_path,
@@ -84,3 +56,41 @@ def tune(
         )
         console.print(f"wrote {json_path}")
     console.print(f"tuned checkpoint: {path}")
+
+
+def _threshold_table(summary: dict, split: str) -> Table:
+    """Per class: its positives, the threshold chosen, why, and its F1 before and after."""
+    table = Table(title=f"per-class thresholds ({summary['objective']}, on {split})")
+    for column in ("class", "positives", "threshold", "status", "F1 before", "F1 after"):
+        table.add_column(column, justify="left" if column in ("class", "status") else "right")
+    for row in summary["classes"]:
+        table.add_row(
+            row["class"],
+            str(row["support"]),
+            f"{row['threshold']:.2f}",
+            row["status"],
+            f"{row['f1_before']:.4f}",
+            f"{row['f1_after']:.4f}",
+        )
+    return table
+
+
+def _print_gains(result, summary: dict, split: str, tuned: Path) -> None:
+    """The overall measures before and after, and why they are optimistic: measured where they were tuned."""
+    before, after = summary["before"], summary["after"]
+    images = result.before["num_images"]
+    console.print(
+        f"on the {images} images of {split} the thresholds were tuned on: "
+        f"micro-F1 {before['micro_f1']:.4f} -> {after['micro_f1']:.4f}, "
+        f"Jaccard {before['jaccard']:.4f} -> {after['jaccard']:.4f}, "
+        f"macro-F1 {before['macro_f1']:.4f} -> {after['macro_f1']:.4f} "
+        f"(before: global threshold {result.global_threshold:g})",
+        soft_wrap=True,
+    )
+    console.print(
+        "these gains are measured on the tuning images themselves, so they are optimistic; "
+        f"`edgemlic evaluate {tuned} --coco-root ROOT --split OTHER` measures them on images they were "
+        "not tuned on",
+        soft_wrap=True,
+        markup=False,
+    )
