@@ -88,9 +88,7 @@ def build_report(
     The checkpoint defaults to best.tuned.pt when `thresholds tune` wrote one after best.pt, else best.pt.
     The dataset root and split default to those in the run's config.json.
     """
-    from edgemlic.data.stats import split_stats
     from edgemlic.evaluate import evaluate_artifact
-    from edgemlic.plots import save_evaluation_plots, save_training_curves
 
     run_dir = Path(run_dir)
     history = read_history(run_dir)
@@ -99,19 +97,29 @@ def build_report(
     split = split or config.get("val_split", "val2017")
     checkpoint, notes = _report_checkpoint(run_dir, checkpoint)
     evaluation = evaluate_artifact(checkpoint, coco_root, split, batch_size=batch_size, device=device)
-    card, data = evaluation.card, evaluation.data
+    sections = _sections(evaluation, history, config.get("select_by"), notes, max_images)
+    card = evaluation.card
+    subtitle = (
+        f"{escape(card.architecture)}, {card.num_classes} classes, input {card.preprocessing.input_size} px, "
+        f"{escape(str(checkpoint))} on {escape(split)} ({evaluation.report['num_images']} images)"
+    )
+    target = Path(out) if out is not None else run_dir / "report.html"
+    write_text(target, _page(run_dir, subtitle, sections))
+    return Report(target, checkpoint, notes)
+
+
+def _sections(
+    evaluation, history: list[dict], select_by: str | None, notes: tuple[str, ...], max_images: int
+) -> list[tuple[str, str, str]]:
+    """The page's sections in reading order, each as (anchor, title, HTML)."""
+    from edgemlic.data.stats import split_stats
+
+    card, data, report = evaluation.card, evaluation.data, evaluation.report
     stats = split_stats(data)
-
-    with tempfile.TemporaryDirectory(prefix="edgemlic-report-") as tmp:
-        save_training_curves(history, Path(tmp) / "curves.png")
-        figures = {"curves": _data_uri(Path(tmp) / "curves.png")}
-        for path in save_evaluation_plots(evaluation, tmp):
-            figures[path.stem] = _data_uri(path)
-
-    report = evaluation.report
+    figures = _figures(history, evaluation)
     thresholds = card.thresholds()
-    sections = [
-        ("training", "Training", _training_section(history, figures["curves"], config.get("select_by"))),
+    return [
+        ("training", "Training", _training_section(history, figures["curves"], select_by)),
         ("data", "Data", _data_section(stats, card.training_data)),
         ("metrics", "Metrics", _metrics_section(report, thresholds)),
         ("sweep", "Threshold sweep", _sweep_section(report["sweep"], figures["threshold_sweep"])),
@@ -123,24 +131,33 @@ def build_report(
             _images_section(data.samples, evaluation, thresholds, max_images),
         ),
     ]
+
+
+def _figures(history: list[dict], evaluation) -> dict[str, str]:
+    """Every figure as a data URI, by name: the training curves and the evaluation's plots."""
+    from edgemlic.plots import save_evaluation_plots, save_training_curves
+
+    with tempfile.TemporaryDirectory(prefix="edgemlic-report-") as tmp:
+        save_training_curves(history, Path(tmp) / "curves.png")
+        figures = {"curves": _data_uri(Path(tmp) / "curves.png")}
+        for path in save_evaluation_plots(evaluation, tmp):
+            figures[path.stem] = _data_uri(path)
+    return figures
+
+
+def _page(run_dir: Path, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
+    """The whole HTML document: header, a navigation bar to the sections, the sections, inline CSS."""
     nav = "".join(f'<a href="#{key}">{escape(title)}</a>' for key, title, _ in sections)
     body = "".join(
         f'<section id="{key}"><h2>{escape(title)}</h2>{content}</section>' for key, title, content in sections
     )
-    subtitle = (
-        f"{escape(card.architecture)}, {card.num_classes} classes, input {card.preprocessing.input_size} px, "
-        f"{escape(str(checkpoint))} on {escape(split)} ({report['num_images']} images)"
-    )
-    page = (
+    return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>edgemlic report: {escape(run_dir.name)}</title><style>{CSS}</style></head>"
         f"<body><header><h1>Training report: {escape(str(run_dir))}</h1><p>{subtitle}</p></header>"
         f"<nav>{nav}</nav><main>{body}</main></body></html>\n"
     )
-    target = Path(out) if out is not None else run_dir / "report.html"
-    write_text(target, page)
-    return Report(target, checkpoint, notes)
 
 
 def dataset_root(run_dir: Path, config: dict) -> Path:
