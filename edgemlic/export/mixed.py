@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,70 +344,110 @@ def choose_float_layers(
     """
     classes = len(thresholds)
     judge = Judge(fp32, search, thresholds, budget)
+
+    def measure(layers: list[str]) -> Comparison:
+        return judge(keep_in_float(int8, fp32, layers, target))
+
     plain = judge(int8)
-    chosen: list[str] = []
-    best, sensitivity, reranked = plain, [], 0
-    if not plain.passed:
-        left_out = {layer: judge(keep_in_float(int8, fp32, [layer], target)) for layer in layer_names(fp32)}
-        ranking = sorted(left_out, key=lambda layer: _rank(left_out[layer]))  # stable: graph order on ties
-        sensitivity = [{"layer": layer, **_record(left_out[layer], classes)} for layer in ranking]
-        while ranking and not best.passed and len(chosen) < max_float_layers:
-            layer = ranking.pop(0)  # most damaging first; it stays only if the mix gets better with it
-            candidate = judge(keep_in_float(int8, fp32, [*chosen, layer], target))
-            if _rank(candidate) < _rank(best):
-                chosen, best = [*chosen, layer], candidate
-                continue
-            if not ranking:
-                break
-            # Layers interact: the ranking measured one layer at a time no longer holds once a step made
-            # the mix worse. Measure the rest again beside the layers chosen, and go on from the best.
-            reranked += 1
-            again = {other: judge(keep_in_float(int8, fp32, [*chosen, other], target)) for other in ranking}
-            ranking.sort(key=lambda other: _rank(again[other]))
-            if _rank(again[ranking[0]]) >= _rank(best):
-                break  # no remaining layer improves the mix
-            layer = ranking.pop(0)
-            chosen, best = [*chosen, layer], again[layer]
-        if not best.passed:
-            found, before = (
-                comparison_figures(_record(best, classes)),
-                comparison_figures(_record(plain, classes)),
-            )
-            raise EdgemlicError(
-                f"INT8 misses its budget with up to {max_float_layers} layers kept in float: the best found "
-                f"({len(chosen)} layers) has {found} against {before} for plain INT8 on "
-                f"{search.inputs.shape[0]} held-out images ({'; '.join(best.failures)}); allow "
-                "more with --max-float-layers or loosen the budget; nothing was written"
-            )
-    mixed = keep_in_float(int8, fp32, chosen, target) if chosen else int8
-    final = Judge(fp32, verdict, thresholds, budget)
-    needed = decisions_needed(budget)
-    judged = {"plain": final(int8), "mixed": final(mixed)}
-    records = {
+    found = _Search(plain) if plain.passed else _search(measure, layer_names(fp32), plain, max_float_layers)
+    if not found.best.passed:
+        raise _search_missed(found, plain, classes, max_float_layers, search.inputs.shape[0])
+    mixed = keep_in_float(int8, fp32, found.chosen, target) if found.chosen else int8
+    judged = _judge_verdict(Judge(fp32, verdict, thresholds, budget), int8, mixed, classes)
+    if not judged["mixed"]["passed"] and not keep_missed:
+        raise _verdict_missed(
+            len(found.chosen), judged["mixed"], search.inputs.shape[0], verdict.inputs.shape[0]
+        )
+    return MixedChoice(
+        float_layers=found.chosen,
+        budget=budget,
+        sensitivity=[{"layer": layer, **_record(c, classes)} for layer, c in found.sensitivity.items()],
+        search={"plain": _record(plain, classes), "mixed": _record(found.best, classes)},
+        verdict=judged,
+        speed=compare_speed(fp32, int8, mixed, search.inputs[:1]) if found.chosen else {},
+        model=mixed,
+        reranked=found.reranked,
+    )
+
+
+@dataclass(frozen=True)
+class _Search:
+    """Where the search ended: the layers chosen and their comparison, what each layer alone did, most
+    damaging first, and how often the remaining layers were measured again."""
+
+    best: Comparison
+    chosen: list[str] = field(default_factory=list)
+    sensitivity: dict[str, Comparison] = field(default_factory=dict)
+    reranked: int = 0
+
+
+def _search(
+    measure: Callable[[list[str]], Comparison], layers: list[str], plain: Comparison, max_float_layers: int
+) -> _Search:
+    """Steps 2 and 3: rank the layers by what leaving each one alone out of INT8 does, then add them, most
+    damaging first, each kept only if the mix gets closer to the budget with it."""
+    left_out = {layer: measure([layer]) for layer in layers}
+    ranking = sorted(left_out, key=lambda layer: _rank(left_out[layer]))  # stable: graph order on ties
+    sensitivity = {layer: left_out[layer] for layer in ranking}
+    chosen, best, reranked = [], plain, 0
+    while ranking and not best.passed and len(chosen) < max_float_layers:
+        layer = ranking.pop(0)  # most damaging first; it stays only if the mix gets better with it
+        candidate = measure([*chosen, layer])
+        if _rank(candidate) < _rank(best):
+            chosen, best = [*chosen, layer], candidate
+            continue
+        if not ranking:
+            break
+        # Layers interact: the ranking measured one layer at a time no longer holds once a step made
+        # the mix worse. Measure the rest again beside the layers chosen, and go on from the best.
+        reranked += 1
+        again = {other: measure([*chosen, other]) for other in ranking}
+        ranking.sort(key=lambda other: _rank(again[other]))
+        if _rank(again[ranking[0]]) >= _rank(best):
+            break  # no remaining layer improves the mix
+        layer = ranking.pop(0)
+        chosen, best = [*chosen, layer], again[layer]
+    return _Search(best, chosen, sensitivity, reranked)
+
+
+def _judge_verdict(final: Judge, plain: Any, mixed: Any, classes: int) -> dict[str, dict[str, Any]]:
+    """Step 4: plain and mixed INT8 on the verdict images, each saying whether its decisions are enough
+    to judge the flip-rate budget."""
+    needed = decisions_needed(final.budget)
+    return {
         name: {
             **_record(c, classes),
             "decisions_needed": needed,
             "judgeable": needed is None or c.images * classes >= needed,
         }
-        for name, c in judged.items()
+        for name, c in (("plain", final(plain)), ("mixed", final(mixed)))
     }
-    if not judged["mixed"].passed and not keep_missed:
-        raise EdgemlicError(
-            f"INT8 with {len(chosen)} layers kept in float met its budget on the {search.inputs.shape[0]} "
-            f"search images but misses it on the {verdict.inputs.shape[0]} verdict images "
-            f"({'; '.join(judged['mixed'].failures)}): the choice does not carry over to other images; "
-            "allow more float layers, use more held-out images, or keep the graph anyway with "
-            "--keep-missed-budget; nothing was written"
-        )
-    return MixedChoice(
-        float_layers=chosen,
-        budget=budget,
-        sensitivity=sensitivity,
-        search={"plain": _record(plain, classes), "mixed": _record(best, classes)},
-        verdict=records,
-        speed=compare_speed(fp32, int8, mixed, search.inputs[:1]) if chosen else {},
-        model=mixed,
-        reranked=reranked,
+
+
+def _search_missed(
+    found: _Search, plain: Comparison, classes: int, max_float_layers: int, images: int
+) -> EdgemlicError:
+    best, before = (
+        comparison_figures(_record(found.best, classes)),
+        comparison_figures(_record(plain, classes)),
+    )
+    return EdgemlicError(
+        f"INT8 misses its budget with up to {max_float_layers} layers kept in float: the best found "
+        f"({len(found.chosen)} layers) has {best} against {before} for plain INT8 on "
+        f"{images} held-out images ({'; '.join(found.best.failures)}); allow "
+        "more with --max-float-layers or loosen the budget; nothing was written"
+    )
+
+
+def _verdict_missed(
+    layers: int, mixed: dict[str, Any], search_images: int, verdict_images: int
+) -> EdgemlicError:
+    return EdgemlicError(
+        f"INT8 with {layers} layers kept in float met its budget on the {search_images} "
+        f"search images but misses it on the {verdict_images} verdict images "
+        f"({'; '.join(mixed['failures'])}): the choice does not carry over to other images; "
+        "allow more float layers, use more held-out images, or keep the graph anyway with "
+        "--keep-missed-budget; nothing was written"
     )
 
 
