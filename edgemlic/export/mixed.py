@@ -32,7 +32,6 @@ the mixed graph's speed with FP32's and warns when it is slower.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,8 @@ DECISIONS_PER_BUDGET = 3
 """A flip-rate budget B is judged on at least 3/B decisions: with no flip in n decisions the 95 % upper
 bound of the rate is about 3/n (the rule of three), so fewer decisions cannot show that B holds."""
 SPEED_ROUNDS = 5
+"""Rounds of the speed comparison, each timing every graph in turn: changing load touches all three alike."""
+CALLS_PER_ROUND = 4
 
 
 def int8_budget(
@@ -454,25 +455,24 @@ def _verdict_missed(
 def compare_speed(fp32: Any, plain: Any, mixed: Any, image: np.ndarray) -> dict[str, Any]:
     """Batch-1 images/s of the FP32, plain INT8 and mixed graphs in ONNX Runtime on this CPU,
     alternating over a few rounds. The mixed graph replaces the FP32 one: slower than it, it is no gain."""
+    from edgemlic.bench.timing import time_model
     from edgemlic.runtime.onnx_backend import OnnxBackend
 
     # Spinning off: an idle session's spinning threads would take the cores from the one being timed.
     graphs = (("fp32", fp32), ("plain", plain), ("mixed", mixed))
     backends = [OnnxBackend(m.SerializeToString(), device="cpu", spin=False, name=n) for n, m in graphs]
-    times: list[list[float]] = [[] for _ in backends]
+    rates: list[list[float]] = [[] for _ in backends]
     try:
         for backend in backends:
             backend.infer(image)  # warm-up
         for _ in range(SPEED_ROUNDS):
             for i, backend in enumerate(backends):
-                started = time.perf_counter()
-                for _ in range(4):
-                    backend.infer(image)
-                times[i].append((time.perf_counter() - started) / 4)
+                timed = time_model(backend, [image], warmup=0, iters=CALLS_PER_ROUND, seconds=0.0)
+                rates[i].append(timed["images_per_s"])
     finally:
         for backend in backends:
             backend.close()
-    fp32_rate, plain_rate, mixed_rate = (1.0 / float(np.median(t)) for t in times)
+    fp32_rate, plain_rate, mixed_rate = (float(np.median(r)) for r in rates)
     return {
         "backend": "onnxruntime cpu without spinning, batch 1",
         "fp32_images_per_s": round(fp32_rate, 2),
