@@ -7,9 +7,11 @@ compiled with the system's C compiler into a temporary folder, runs one copy per
 a fraction of a second per figure, each rate per second of the CPU time the copy got (so that other
 processes on a shared machine do not lower it):
 
-- INT8: `vpdpbusd` (AVX-512 VNNI, else AVX-VNNI), else AVX2's `vpmaddubsw` + `vpmaddwd` (what ONNX
-  Runtime's MLAS uses without VNNI), on 16 independent accumulators, so that only issue rate limits it;
-- FP32: `vfmadd` (AVX-512, else AVX2 FMA) on 16 accumulators;
+- INT8: `vpdpbusd` (AVX-512 VNNI, else AVX-VNNI), else AVX2's `vpmaddubsw` (the multiply every integer
+  GEMM without VNNI needs; its widening adds come on top, so kernels stay below it);
+- FP32: `vfmadd` (AVX-512, else AVX2 FMA);
+- both on independent chains (16 in 512-bit registers; 12 in 256-bit ones, of which there are only 16,
+  so none spills to memory), so that only the issue rate limits them;
 - the core clock: a chain of dependent register adds (one per cycle on every x86-64 core), which reads
   the clock the core really ran at, where /proc/cpuinfo under a hypervisor reports a nominal one.
 
@@ -69,8 +71,10 @@ static double cpu_now(void) {
     }
 
 #define REPEAT 20000L
-#define SIXTEEN(op) op(0) op(1) op(2) op(3) op(4) op(5) op(6) op(7) \
-                    op(8) op(9) op(10) op(11) op(12) op(13) op(14) op(15)
+/* Independent chains: enough to hide each instruction's latency, few enough that they and the operands
+ * stay in registers (32 zmm, but only 16 ymm: a spill would time loads and stores instead). */
+#define TWELVE(op) op(0) op(1) op(2) op(3) op(4) op(5) op(6) op(7) op(8) op(9) op(10) op(11)
+#define SIXTEEN(op) TWELVE(op) op(12) op(13) op(14) op(15)
 static volatile long long sink;
 
 #if defined(INT8_AVX512_VNNI)
@@ -95,28 +99,29 @@ static double int8_rate(double warm, double seconds) {
 static double int8_rate(double warm, double seconds) {
     volatile char seed = 1;
     TIMED(__m256i a = _mm256_set1_epi8(seed); __m256i b = _mm256_set1_epi8((char)(seed + 1));
-          SIXTEEN(DECLARE),
-          for (long i = 0; i < REPEAT; i++) { SIXTEEN(STEP) },
-          REPEAT * 16 * 32,
-          __m256i sum = _mm256_setzero_si256(); SIXTEEN(FOLD)
+          TWELVE(DECLARE),
+          for (long i = 0; i < REPEAT; i++) { TWELVE(STEP) },
+          REPEAT * 12 * 32,
+          __m256i sum = _mm256_setzero_si256(); TWELVE(FOLD)
           sink = _mm256_extract_epi32(sum, 0) + _mm256_extract_epi32(sum, 7))
 }
 #undef DECLARE
 #undef STEP
 #undef FOLD
 #elif defined(INT8_AVX2)
-/* u8 x s8 pairs to s16 (vpmaddubsw), pairs of s16 to s32 (vpmaddwd by ones), accumulate (vpaddd):
- * 32 multiply-adds per three instructions, the sequence integer GEMMs use without VNNI. */
+/* u8 x s8 products summed in pairs to s16 (vpmaddubsw): 32 multiplies per instruction, the one every
+ * integer GEMM without VNNI needs (widening to s32 with vpmaddwd and vpaddd is extra work on top, so
+ * no kernel reaches this ceiling). Each chain's result is its next u8 operand: with two constant
+ * operands the compiler would hoist the multiply out of the loop. */
 #define DECLARE(i) __m256i c##i = _mm256_set1_epi32(seed + i);
-#define STEP(i) c##i = _mm256_add_epi32(c##i, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
-#define FOLD(i) sum = _mm256_add_epi32(sum, c##i);
+#define STEP(i) c##i = _mm256_maddubs_epi16(c##i, b);
+#define FOLD(i) sum = _mm256_add_epi16(sum, c##i);
 static double int8_rate(double warm, double seconds) {
     volatile char seed = 1;
-    TIMED(__m256i a = _mm256_set1_epi8(seed); __m256i b = _mm256_set1_epi8((char)(seed + 1));
-          __m256i ones = _mm256_set1_epi16(1); SIXTEEN(DECLARE),
-          for (long i = 0; i < REPEAT; i++) { SIXTEEN(STEP) },
-          REPEAT * 16 * 32,
-          __m256i sum = _mm256_setzero_si256(); SIXTEEN(FOLD)
+    TIMED(__m256i b = _mm256_set1_epi8((char)(seed + 1)); TWELVE(DECLARE),
+          for (long i = 0; i < REPEAT; i++) { TWELVE(STEP) },
+          REPEAT * 12 * 32,
+          __m256i sum = _mm256_setzero_si256(); TWELVE(FOLD)
           sink = _mm256_extract_epi32(sum, 0) + _mm256_extract_epi32(sum, 7))
 }
 #undef DECLARE
@@ -145,10 +150,10 @@ static double fp32_rate(double warm, double seconds) {
 #define FOLD(i) sum = _mm256_add_ps(sum, c##i);
 static double fp32_rate(double warm, double seconds) {
     volatile float seed = 1.0f;
-    TIMED(__m256 a = _mm256_set1_ps(0.999f * seed); __m256 b = _mm256_set1_ps(1e-3f * seed); SIXTEEN(DECLARE),
-          for (long i = 0; i < REPEAT; i++) { SIXTEEN(STEP) },
-          REPEAT * 16 * 8,
-          __m256 sum = _mm256_setzero_ps(); SIXTEEN(FOLD) float lanes[8]; _mm256_storeu_ps(lanes, sum);
+    TIMED(__m256 a = _mm256_set1_ps(0.999f * seed); __m256 b = _mm256_set1_ps(1e-3f * seed); TWELVE(DECLARE),
+          for (long i = 0; i < REPEAT; i++) { TWELVE(STEP) },
+          REPEAT * 12 * 8,
+          __m256 sum = _mm256_setzero_ps(); TWELVE(FOLD) float lanes[8]; _mm256_storeu_ps(lanes, sum);
           sink = (long long)lanes[0])
 }
 #undef DECLARE
