@@ -1,7 +1,8 @@
 """Model factory: torchvision ResNets with a new N-output multilabel head.
 
-The head emits logits; a sigmoid turns each into an independent yes/no probability. `resnet_tiny`
-and `resnet_tiny_gn` are registered one-block-per-stage ResNets so tests train real models in seconds.
+The head emits logits; a sigmoid turns each into an independent yes/no probability (`with_sigmoid`, the
+network as deployed). `resnet_tiny` and `resnet_tiny_gn` are registered one-block-per-stage ResNets so
+tests train real models in seconds.
 """
 
 from __future__ import annotations
@@ -81,6 +82,22 @@ def _load_backbone_file(model: nn.Module, path: Path) -> None:
             f"{path}: weights do not fit this architecture ({len(missing)} missing, "
             f"{len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[0]})"
         )
+
+
+class _Probabilities(nn.Module):
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        # float32 first: under FP16 autocast the logits are FP16, and a sigmoid of them would round each
+        # probability to FP16 (in a float32 network the cast does nothing)
+        return torch.sigmoid(logits.float())
+
+
+def with_sigmoid(model: nn.Module) -> nn.Module:
+    """The network as deployed, logits -> probabilities: what the PyTorch backend runs and the ONNX graph
+    is exported from. The wrapper takes the network's mode without switching the network (a PT2E-quantized
+    program refuses `eval()`)."""
+    wrapped = nn.Sequential(model, _Probabilities())
+    wrapped.training = wrapped[1].training = model.training
+    return wrapped
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
