@@ -18,25 +18,71 @@ LAST_CHECKPOINT = "last.pt"
 
 
 @dataclass(frozen=True)
+class Runner:
+    """A backend that opens a format."""
+
+    name: str
+    """As rows, --backend and variants name it: "pytorch", "onnxruntime", "openvino", "tensorrt"."""
+    backend: str
+    """Its `Backend` subclass as "module:Class", imported only when it runs: naming it here imports nothing,
+    so a format whose library is not installed still has its path recognised."""
+
+
+@dataclass(frozen=True)
 class Format:
-    """One kind of artifact: how its path is recognised, what runs it, and what installs that."""
+    """One kind of artifact: how its path is recognised and what runs it."""
 
     kind: str
     suffixes: tuple[str, ...]
-    backends: tuple[str, ...]
+    runners: tuple[Runner, ...]
     """The backends that open it; the first is the default."""
-    extra: str
-    """The pyproject extra that installs its default backend."""
     needs_torch: bool
+    description: str
+    """What it is, in the plural, for messages: "TensorRT engines"."""
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(runner.name for runner in self.runners)
+
+    def runner(self, name: str) -> Runner:
+        """The backend called `name`; any other name is one line listing this format's backends."""
+        for runner in self.runners:
+            if runner.name == name:
+                return runner
+        raise EdgemlicError(
+            f"unknown backend {name!r} for {self.description}; choose {', '.join(self.backends)}"
+        )
 
 
 FORMATS = (
-    Format("checkpoint", (".pt", ".pth"), ("pytorch",), "train", True),
-    Format("onnx", (".onnx",), ("onnxruntime", "openvino"), "onnx", False),
-    Format("engine", (".engine",), ("tensorrt",), "tensorrt", False),
+    Format(
+        "checkpoint",
+        (".pt", ".pth"),
+        (Runner("pytorch", "edgemlic.runtime.torch_backend:TorchBackend"),),
+        True,
+        "checkpoints (.pt or a run folder)",
+    ),
+    Format(
+        "onnx",
+        (".onnx",),
+        (
+            Runner("onnxruntime", "edgemlic.runtime.onnx_backend:OnnxBackend"),
+            Runner("openvino", "edgemlic.runtime.openvino_backend:OpenVinoBackend"),
+        ),
+        False,
+        ".onnx models",
+    ),
+    Format(
+        "engine",
+        (".engine",),
+        (Runner("tensorrt", "edgemlic.runtime.tensorrt_backend:TensorRTBackend"),),
+        False,
+        "TensorRT engines",
+    ),
 )
-"""Every artifact edgemlic reads, as Ultralytics' `export_formats()` serves its exporter and loader alike.
-A run folder is a checkpoint (its best.pt)."""
+"""Every artifact edgemlic reads and the backends that run it, as Ultralytics' `export_formats()` serves its
+exporter and loader alike. A run folder is a checkpoint (its best.pt). A new backend is its module in
+`runtime/` and its Runner here; `runtime.loader` finds it through this table."""
 
 
 def artifact_format(path: str | Path) -> Format:
@@ -57,6 +103,7 @@ def artifact_kind(path: str | Path) -> str:
 
 
 def format_of(kind: str) -> Format:
+    """The format of a kind: "checkpoint", "onnx" or "engine"."""
     return next(fmt for fmt in FORMATS if fmt.kind == kind)
 
 

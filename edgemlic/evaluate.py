@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -12,7 +11,7 @@ from edgemlic.card import ModelCard
 from edgemlic.data.coco import CocoSplit, load_coco_split
 from edgemlic.io import atomic_path
 from edgemlic.metrics import multilabel_metrics, threshold_sweep
-from edgemlic.runtime import Backend, Predictor
+from edgemlic.runtime import Backend, BackendOptions, Predictor
 
 
 @dataclass(frozen=True)
@@ -39,13 +38,13 @@ def evaluate_artifact(
     keep_negatives: bool = False,
     batch_size: int = 32,
     device: str = "auto",
-    **open_options: Any,
+    options: BackendOptions | None = None,
 ) -> Evaluation:
     """Score every image of `split` that has one of the model's classes and compute the metrics.
 
-    `artifact` is a path (opened by `load_backend` with `device` and `open_options`, e.g. an .onnx
-    backend) or a backend already open (which is then closed here too)."""
-    with Predictor(artifact, threshold=threshold, device=device, **open_options) as predictor:
+    `artifact` is a path (opened by `load_backend` with `device` and `options`, e.g. OpenVinoOptions() for
+    an .onnx on OpenVINO) or a backend already open (which is then closed here too)."""
+    with Predictor(artifact, threshold=threshold, device=device, options=options) as predictor:
         card = predictor.card
         data = load_coco_split(
             Path(coco_root), split, card.classes, keep_negatives, classes_from=f"the card of {artifact}"

@@ -19,6 +19,7 @@ from a faithful export. `cross_model=True` compares such artifacts anyway and la
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from edgemlic import checks
-from edgemlic.artifacts import artifact_kind, checkpoint_file
-from edgemlic.card import ModelCard
+from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.compare import BUDGETS, Budget, Comparison, compare_scores
 from edgemlic.errors import EdgemlicError
-from edgemlic.runtime.loader import parse_onnx_variant
+from edgemlic.runtime.backend import Backend, BackendOptions
+from edgemlic.runtime.loader import Variant, expand_variants, parse_onnx_variant
 
 DEFAULT_BUDGETS: dict[str, Budget] = BUDGETS["parity"]
 """Default budgets by precision (see edgemlic.compare.BUDGETS for the table and the reasons)."""
@@ -137,45 +138,39 @@ def check_same_model_inputs(reference: ModelCard, card: ModelCard, artifact: str
             )
 
 
-def checkpoint_hashes(path: str | Path, card: ModelCard) -> frozenset[str]:
-    """The SHA-256s of the checkpoints `path` is known to come from: a checkpoint's own file hash and any
-    checkpoint its card names, an exported artifact's recorded `checkpoint_sha256`."""
-    from edgemlic.io import sha256_file
-
-    hashes = {card.provenance.get("checkpoint_sha256")}
-    if artifact_kind(path) == "checkpoint":
-        hashes.add(sha256_file(checkpoint_file(path)))
-    return frozenset(h for h in hashes if h)
+def lineage(card: ModelCard, checkpoint_sha256: str | None = None) -> frozenset[str]:
+    """The SHA-256s of the checkpoints an artifact is known to come from: any its card records and, for a
+    checkpoint, its own file's (`checkpoint_sha256`, as its backend or `load_checkpoint` learned it)."""
+    return frozenset(h for h in (card.provenance.get("checkpoint_sha256"), checkpoint_sha256) if h)
 
 
 def descends(
     reference: str | Path,
-    reference_hashes: frozenset[str],
+    reference_lineage: frozenset[str],
     artifact: str | Path,
-    card: ModelCard,
+    artifact_lineage: frozenset[str],
     cross_model: bool = False,
 ) -> bool:
-    """Whether `artifact` (with `card`) comes from the same checkpoint as the reference.
+    """Whether `artifact` comes from the same checkpoint as the reference: their lineages meet.
 
     When it does not, that is a one-line EdgemlicError unless `cross_model` asks to compare two models,
     in which case the answer is False and the caller labels the comparison.
     """
-    hashes = checkpoint_hashes(artifact, card)
-    if hashes & reference_hashes:
+    if artifact_lineage & reference_lineage:
         return True
     if cross_model:
         return False
-    theirs = ", ".join(sorted(h[:12] for h in reference_hashes)) or "none recorded"
-    if not hashes:
+    theirs = ", ".join(sorted(h[:12] for h in reference_lineage)) or "none recorded"
+    if not artifact_lineage:
         raise EdgemlicError(
             f"{artifact}: its card records no checkpoint (provenance.checkpoint_sha256), so it cannot be "
             f"shown to come from the reference {reference} (checkpoint {theirs}); export it with `edgemlic "
             "export`, or pass --cross-model to compare two models"
         )
     raise EdgemlicError(
-        f"{artifact}: exported from checkpoint {', '.join(sorted(h[:12] for h in hashes))}, not from the "
-        f"reference {reference} (checkpoint {theirs}); compare it with the checkpoint it came from, or "
-        "pass --cross-model to compare two models"
+        f"{artifact}: exported from checkpoint {', '.join(sorted(h[:12] for h in artifact_lineage))}, not "
+        f"from the reference {reference} (checkpoint {theirs}); compare it with the checkpoint it came "
+        "from, or pass --cross-model to compare two models"
     )
 
 
@@ -200,60 +195,31 @@ def run_parity(
     artifact is compared once per entry of `onnx_variants` ("onnxruntime", "openvino", ...).
     """
     from edgemlic.data.coco import load_coco_split
-    from edgemlic.images import iter_preprocessed, normalize
 
-    if not artifacts:
-        raise EdgemlicError("parity: give at least one artifact to compare with the reference")
     checks.at_least("batch_size", batch_size, 1)
-    budgets = {**DEFAULT_BUDGETS, **(budgets or {})}
-    if not onnx_variants:
-        raise EdgemlicError("parity: give at least one .onnx backend (onnxruntime, openvino)")
-    variants = [parse_onnx_variant(v) for v in onnx_variants]
-    runs = [(reference, {})] + [
-        (artifact, options)
-        for artifact in artifacts
-        for options in (variants if artifact_kind(artifact) == "onnx" else [{}])
-    ]
-    backends = []
-    try:
-        for artifact, options in runs:
-            backends.append(_open_artifact(Path(artifact), device, options))
-            check_same_model_inputs(backends[0].card, backends[-1].card, artifact)
+    variants = _variants(reference, artifacts, onnx_variants)
+    with contextlib.ExitStack() as open_backends:
+        backends = _open_comparable(variants, device, open_backends)
         card = backends[0].card
-        lineage = checkpoint_hashes(reference, card)
-        related = [True] + [
-            descends(reference, lineage, artifact, backend.card, cross_model)
-            for (artifact, _), backend in zip(runs[1:], backends[1:], strict=True)
-        ]
+        related = _related(variants, backends, cross_model)
         data = load_coco_split(Path(coco_root), split, card.classes)
         sources = [sample.path for sample in data.samples]
-        outputs: list[list[np.ndarray]] = [[] for _ in backends]
-        # Each image is resized and cropped once; float graphs get it normalized, uint8 graphs as it is.
-        crops = dataclasses.replace(card.preprocessing, input_dtype="uint8", input_layout="NHWC")
-        for pixels in iter_preprocessed(sources, crops, batch_size):
-            normalized = normalize(pixels, card.preprocessing)
-            for scores, backend in zip(outputs, backends, strict=True):
-                uint8_input = backend.card.preprocessing.input_dtype == "uint8"
-                scores.append(backend.infer(pixels if uint8_input else normalized))
-    finally:
-        for backend in backends:
-            backend.close()
-
+        outputs = _score_all(backends, sources, card.preprocessing, batch_size)
+    budgets = {**DEFAULT_BUDGETS, **(budgets or {})}
     targets = np.stack([sample.target for sample in data.samples])
     thresholds = card.thresholds(threshold)
-    reference_scores, *artifact_scores = (np.concatenate(chunks) for chunks in outputs)
     rows = [
         ParityRow(
-            str(artifact),
+            str(variant.artifact),
             backend.name,
             backend.precision,
-            compare_scores(reference_scores, scores, thresholds, budget, targets),
+            compare_scores(outputs[0], scores, thresholds, budget, targets),
             cross_model=not same,
         )
-        for (artifact, _), backend, scores, budget, same in zip(
-            runs,
+        for variant, backend, scores, budget, same in zip(
+            variants,
             backends,
-            (reference_scores, *artifact_scores),
+            outputs,
             (None, *(budgets[b.precision] for b in backends[1:])),
             related,
             strict=True,
@@ -262,7 +228,7 @@ def run_parity(
     return ParityReport(
         coco_root=str(coco_root),
         split=split,
-        images=len(sources),
+        images=len(data.samples),
         classes=card.classes,
         thresholds=tuple(float(t) for t in thresholds),
         reference=rows[0],
@@ -270,12 +236,62 @@ def run_parity(
     )
 
 
-def _open_artifact(path: Path, device: str, options: dict[str, Any]):
+def _variants(
+    reference: str | Path, artifacts: Sequence[str | Path], onnx_variants: Sequence[str]
+) -> list[Variant]:
+    """The reference, then each artifact (each .onnx once per entry of `onnx_variants`); missing files,
+    unknown kinds and unknown variants are refused before anything is opened."""
+    if not artifacts:
+        raise EdgemlicError("parity: give at least one artifact to compare with the reference")
+    if not onnx_variants:
+        raise EdgemlicError("parity: give at least one .onnx backend (onnxruntime, openvino)")
+    onnx_options = [parse_onnx_variant(text) for text in onnx_variants]
+    return expand_variants([reference]) + expand_variants(artifacts, {"onnx": onnx_options})
+
+
+def _open_comparable(variants: list[Variant], device: str, stack: contextlib.ExitStack) -> list[Backend]:
+    """Every variant's backend, open on `stack`; each artifact is refused as soon as it is open if its
+    classes or preprocessing differ from the reference's (the first)."""
+    backends: list[Backend] = []
+    for variant in variants:
+        backends.append(stack.enter_context(_open_artifact(variant.artifact, device, variant.options)))
+        check_same_model_inputs(backends[0].card, backends[-1].card, variant.artifact)
+    return backends
+
+
+def _related(variants: list[Variant], backends: list[Backend], cross_model: bool) -> list[bool]:
+    """Whether each backend comes from the reference's checkpoint (the reference does), from what opening
+    them learned; an artifact that does not is refused unless `cross_model`."""
+    reference, *artifacts = (lineage(b.card, b.checkpoint_sha256) for b in backends)
+    return [True] + [
+        descends(variants[0].artifact, reference, variant.artifact, hashes, cross_model)
+        for variant, hashes in zip(variants[1:], artifacts, strict=True)
+    ]
+
+
+def _score_all(
+    backends: list[Backend], sources: list[Path], preprocessing: Preprocessing, batch_size: int
+) -> list[np.ndarray]:
+    """Every backend's scores on the same images. Each image is resized and cropped once; float graphs get
+    it normalized, uint8 graphs as it is."""
+    from edgemlic.images import iter_preprocessed, normalize
+
+    outputs: list[list[np.ndarray]] = [[] for _ in backends]
+    crops = dataclasses.replace(preprocessing, input_dtype="uint8", input_layout="NHWC")
+    for pixels in iter_preprocessed(sources, crops, batch_size):
+        normalized = normalize(pixels, preprocessing)
+        for scores, backend in zip(outputs, backends, strict=True):
+            uint8_input = backend.card.preprocessing.input_dtype == "uint8"
+            scores.append(backend.infer(pixels if uint8_input else normalized))
+    return [np.concatenate(chunks) for chunks in outputs]
+
+
+def _open_artifact(path: Path, device: str, options: BackendOptions | None) -> Backend:
     """The artifact's backend; any reason it cannot run here becomes one line naming the file."""
     from edgemlic.runtime import load_backend
 
     try:
-        return load_backend(path, device, **options)
+        return load_backend(path, device, options=options)
     except EdgemlicError as e:
         message = str(e)
         raise EdgemlicError(

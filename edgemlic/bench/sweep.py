@@ -41,15 +41,13 @@ from edgemlic.bench.timing import (
 )
 from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError, first_line, import_optional
-from edgemlic.runtime import Backend, Predictor, load_backend
-from edgemlic.runtime.loader import parse_onnx_variant
-from edgemlic.runtime.torch_options import parse_torch_options, variant_name
+from edgemlic.runtime import Backend, Predictor, TensorRTOptions, TorchOptions, load_backend
+from edgemlic.runtime.loader import Variant, expand_variants, parse_onnx_variant
 
 MODES = ("model", "e2e")
 ROTATING_BATCHES = 4
 """Distinct real batches the model-mode input rotates among."""
 GENERATED_IMAGES = 32
-BACKEND_NAMES = {"checkpoint": "pytorch", "onnx": "onnxruntime", "engine": "tensorrt"}
 
 
 @dataclass
@@ -128,15 +126,6 @@ class BenchReport:
 
 
 @dataclass(frozen=True)
-class _Target:
-    artifact: Path
-    kind: str
-    variant: str
-    options: dict[str, Any]
-    """load_backend's arguments for this variant."""
-
-
-@dataclass(frozen=True)
 class _Settings:
     batch_sizes: tuple[int, ...]
     mode: str
@@ -180,6 +169,42 @@ def run_bench(
     of them. `machine` says where power, clocks and temperatures are read (the real /sys by default).
     `cuda_graphs` runs engines with a CUDA graph per batch size (trtexec's --useCudaGraph).
     """
+    _check_settings(mode, batch_sizes, warmup, iters, seconds, threads, coco_root, split)
+    variants = _variants(artifacts, torch_variants, onnx_variants, cuda_graphs)
+    others = _other_models(variants, cross_model) if coco_root is not None else set()
+    seconds = DEFAULT_SECONDS if iters is None and seconds is None else seconds
+    machine = machine or Machine()
+    with tempfile.TemporaryDirectory(prefix="edgemlic-bench-") as tmp:
+        paths = _input_images(coco_root, images, Path(tmp))
+        # No artifact is hashed here: their backends learn the hashes when they open them, once per file.
+        environment = describe_environment([], machine=machine, peaks=peak, cores=threads)
+        settings = _Settings(
+            tuple(batch_sizes), mode, warmup, iters, seconds, threads, device, coco_root, split, machine
+        )
+        hashes: dict[Path, str | None] = {}
+        cells = [
+            replace(cell, cross_model=variant.artifact in others)
+            for variant in variants
+            for cell in _measure_variant(variant, settings, paths, hashes)
+        ]
+    environment["artifact_sha256"] = _artifact_hashes(variants, hashes)
+    _fill_speedups(cells)
+    if peak:
+        _fill_peak_shares(cells, variants, environment["peaks"], threads or environment["usable_cores"])
+    return BenchReport(environment, tuple(cells))
+
+
+def _check_settings(
+    mode: str,
+    batch_sizes: Sequence[int],
+    warmup: int,
+    iters: int | None,
+    seconds: float | None,
+    threads: int | None,
+    coco_root: str | Path | None,
+    split: str,
+) -> None:
+    """Refuse settings that cannot time anything, before any artifact is read."""
     if mode not in MODES:
         raise EdgemlicError(f"unknown benchmark mode {mode!r}; use {' or '.join(MODES)}")
     if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
@@ -195,60 +220,28 @@ def run_bench(
         checks.thread_count("threads", threads)
     if coco_root is None and split != "val2017":
         raise EdgemlicError(f"--split {split!r} names a split of --coco-root; add --coco-root or drop it")
-    targets = _targets(artifacts, torch_variants, onnx_variants, cuda_graphs)
-    others = _other_models(targets, cross_model) if coco_root is not None else set()
-    seconds = DEFAULT_SECONDS if iters is None and seconds is None else seconds
-
-    with tempfile.TemporaryDirectory(prefix="edgemlic-bench-") as tmp:
-        if coco_root is None:
-            paths = [Path(p) for p in images] if images else _generated_images(Path(tmp))
-            if not paths:
-                raise EdgemlicError("bench: the image list is empty")
-        else:
-            paths = []  # per artifact: the split's images with that model's classes
-        machine = machine or Machine()
-        environment = describe_environment(
-            [t.artifact for t in targets], machine=machine, peaks=peak, cores=threads
-        )
-        settings = _Settings(
-            tuple(batch_sizes), mode, warmup, iters, seconds, threads, device, coco_root, split, machine
-        )
-        cells = [
-            replace(cell, cross_model=target.artifact in others)
-            for target in targets
-            for cell in _measure_target(target, settings, paths)
-        ]
-    _fill_speedups(cells)
-    if peak:
-        _fill_peak_shares(cells, targets, environment["peaks"], threads or environment["usable_cores"])
-    return BenchReport(environment, tuple(cells))
 
 
-def _targets(
+def _variants(
     artifacts: Sequence[str | Path],
     torch_variants: Sequence[str],
     onnx_variants: Sequence[str],
     cuda_graphs: bool,
-) -> list[_Target]:
-    """Every (artifact, variant) to measure; missing files, unknown kinds and variants are refused first."""
+) -> list[Variant]:
+    """Every (artifact, options) to measure; missing files, unknown kinds and variants are refused first."""
     if not torch_variants or not onnx_variants:
         raise EdgemlicError("bench: give at least one PyTorch variant (eager) and one .onnx backend")
-    variants = {
-        "checkpoint": [
-            (variant_name(options), {"torch_options": options})
-            for options in map(parse_torch_options, torch_variants)
-        ],
-        "onnx": [(text, parse_onnx_variant(text)) for text in onnx_variants],
-        "engine": [("cuda-graphs", {"cuda_graphs": True}) if cuda_graphs else ("default", {})],
-    }
-    targets = []
-    for artifact in artifacts:
-        path = Path(artifact)
-        kind = artifact_kind(path)
-        targets += [_Target(path, kind, name, options) for name, options in variants[kind]]
-    if not targets:
+    variants = expand_variants(
+        artifacts,
+        {
+            "checkpoint": [TorchOptions.parse(text) for text in torch_variants],
+            "onnx": [parse_onnx_variant(text) for text in onnx_variants],
+            "engine": [TensorRTOptions(cuda_graphs=cuda_graphs)],
+        },
+    )
+    if not variants:
         raise EdgemlicError("bench: give at least one artifact")
-    kinds = {target.kind for target in targets}
+    kinds = {variant.kind for variant in variants}
     if tuple(torch_variants) != ("eager",) and "checkpoint" not in kinds:
         raise EdgemlicError(
             "--torch-variants applies to checkpoints (.pt or a run folder) and none is benchmarked; drop it"
@@ -257,77 +250,100 @@ def _targets(
         raise EdgemlicError("--cuda-graphs applies to TensorRT engines and none is benchmarked; drop it")
     if tuple(onnx_variants) != ("onnxruntime",) and "onnx" not in kinds:
         raise EdgemlicError("--backends applies to .onnx models and none is benchmarked; drop it")
-    return targets
+    return variants
 
 
-def _other_models(targets: list[_Target], cross_model: bool) -> set[Path]:
+def _input_images(coco_root: str | Path | None, images: Sequence[str | Path] | None, tmp: Path) -> list[Path]:
+    """The images model and e2e modes run: `images`, or a generated set in `tmp`; none with a dataset,
+    whose split each artifact reads with its own classes."""
+    if coco_root is not None:
+        return []
+    paths = [Path(p) for p in images] if images else _generated_images(tmp)
+    if not paths:
+        raise EdgemlicError("bench: the image list is empty")
+    return paths
+
+
+def _other_models(variants: list[Variant], cross_model: bool) -> set[Path]:
     """The artifacts that do not descend from the first one's checkpoint; refused unless `cross_model`.
 
     Read from the cards before any timing starts; an artifact whose card cannot be read here is left to
-    its cells, which record why it cannot run.
+    its cells, which record why it cannot run. One artifact has nothing to be compared with.
     """
-    from edgemlic.parity import checkpoint_hashes, descends
+    from edgemlic.parity import descends, lineage
 
-    reference, lineage, others = None, frozenset(), set()
-    for path in dict.fromkeys(t.artifact for t in targets):
+    paths = list(dict.fromkeys(variant.artifact for variant in variants))
+    if len(paths) < 2:
+        return set()
+    reference, reference_lineage, others = None, frozenset(), set()
+    for path in paths:
         try:
-            card = _recorded_card(path)
+            hashes = lineage(*_recorded_facts(path))
         except Exception:  # noqa: BLE001 (unreadable: its cells say why when it fails to open)
             continue
         if reference is None:
-            reference, lineage = path, checkpoint_hashes(path, card)
-        elif not descends(reference, lineage, path, card, cross_model):
+            reference, reference_lineage = path, hashes
+        elif not descends(reference, reference_lineage, path, hashes, cross_model):
             others.add(path)
     return others
 
 
-def _recorded_card(path: Path) -> ModelCard:
-    """The card an artifact carries, read without opening a backend."""
+def _recorded_facts(path: Path) -> tuple[ModelCard, str | None]:
+    """The card an artifact carries and, for a checkpoint, its file's SHA-256, read without opening a
+    backend."""
     kind = artifact_kind(path)
     if kind == "checkpoint":
         from edgemlic.checkpoint import load_checkpoint
 
-        return load_checkpoint(path)["card"]
+        payload = load_checkpoint(path)
+        return payload["card"], payload["sha256"]
     if kind == "engine":
         from edgemlic.runtime.engine_fingerprint import load_fingerprint
 
-        return load_fingerprint(path).card
+        return load_fingerprint(path).card, None
     from edgemlic.runtime.onnx_backend import read_card_metadata
 
     # ONNX Runtime's reading of the metadata, as its backend does: a deployment has no onnx package.
     session = import_optional("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return read_card_metadata(session.get_modelmeta().custom_metadata_map, path)
+    return read_card_metadata(session.get_modelmeta().custom_metadata_map, path), None
 
 
-def _measure_target(target: _Target, settings: _Settings, paths: list[Path]) -> list[BenchCell]:
-    """Open the artifact once, score it (with a dataset), then measure each batch size."""
-    file = checkpoint_file(target.artifact)
+def _measure_variant(
+    variant: Variant, settings: _Settings, paths: list[Path], hashes: dict[Path, str | None]
+) -> list[BenchCell]:
+    """Open the artifact once, score it (with a dataset), then measure each batch size. The first backend
+    of each file records the file's hash in `hashes`."""
+    assert variant.options is not None  # bench names every kind's options
     template = BenchCell(
-        artifact=str(target.artifact),
-        backend=target.options.get("backend", BACKEND_NAMES[target.kind]),
-        variant=target.variant,
-        precision=_declared_precision(target),
+        artifact=str(variant.artifact),
+        backend=variant.options.backend,
+        variant=variant.options.variant,
+        precision=_declared_precision(variant),
         device=settings.device,
         batch=0,
         mode=settings.mode,
-        size_mb=round(file.stat().st_size / 1e6, 2),
+        size_mb=round(checkpoint_file(variant.artifact).stat().st_size / 1e6, 2),
         checkpoint_sha256=None,
         warmup=settings.warmup,
     )
     reset_peak_rss()
     try:
-        backend = load_backend(target.artifact, settings.device, threads=settings.threads, **target.options)
+        backend = load_backend(
+            variant.artifact, settings.device, threads=settings.threads, options=variant.options
+        )
     except Exception as e:  # a cell that cannot run is a result, not the end of the sweep
         message = describe_error(e)
         return [replace(template, batch=b, error=message) for b in settings.batch_sizes]
     with backend:
+        if variant.artifact not in hashes:
+            hashes[variant.artifact] = backend.artifact_sha256
         card = backend.card
         template = replace(
             template,
             backend=backend.name,
             precision=backend.precision,
             device=backend.device,
-            checkpoint_sha256=_checkpoint_sha256(file, target.kind, card.provenance),
+            checkpoint_sha256=backend.checkpoint_sha256,
         )
         if settings.coco_root is not None:
             from edgemlic.data.coco import load_coco_split
@@ -342,6 +358,17 @@ def _measure_target(target: _Target, settings: _Settings, paths: list[Path]) -> 
         return [
             _measure_cell(backend, replace(template, batch=b), paths, settings) for b in settings.batch_sizes
         ]
+
+
+def _artifact_hashes(variants: list[Variant], known: dict[Path, str | None]) -> dict[str, str]:
+    """Each artifact's SHA-256 as its backend learned it; a file that no backend could open is hashed
+    here."""
+    from edgemlic.io import sha256_file
+
+    return {
+        str(path): known.get(path) or sha256_file(checkpoint_file(path))
+        for path in dict.fromkeys(variant.artifact for variant in variants)
+    }
 
 
 def score_split(backend: Backend, paths: Sequence[Path], targets: np.ndarray, batch_size: int = 32) -> float:
@@ -416,24 +443,14 @@ def _cuda_peak_tracking(backend: Backend):
     return lambda: round(torch.cuda.max_memory_allocated() / 1e6, 1)
 
 
-def _declared_precision(target: _Target) -> str:
+def _declared_precision(variant: Variant) -> str:
     """The precision a row shows even when its backend cannot open (an engine's is in its fingerprint)."""
-    if target.kind == "checkpoint":
-        return "fp16" if "fp16" in target.options["torch_options"] else "fp32"
-    if target.kind == "engine":
-        from edgemlic.runtime.engine_fingerprint import load_fingerprint
-
+    if isinstance(variant.options, TorchOptions):
+        return "fp16" if variant.options.fp16 else "fp32"
+    if variant.kind == "engine":
         with contextlib.suppress(EdgemlicError):
-            return load_fingerprint(target.artifact).precision
+            return _recorded_facts(variant.artifact)[0].precision
     return "-"
-
-
-def _checkpoint_sha256(file: Path, kind: str, provenance: dict[str, str]) -> str | None:
-    if kind == "checkpoint":
-        from edgemlic.io import sha256_file
-
-        return sha256_file(file)
-    return provenance.get("checkpoint_sha256")
 
 
 def _fill_speedups(cells: list[BenchCell]) -> None:
@@ -450,15 +467,15 @@ def _fill_speedups(cells: list[BenchCell]) -> None:
 
 
 def _fill_peak_shares(
-    cells: list[BenchCell], targets: Sequence[_Target], peaks: dict[str, Any], cores: int
+    cells: list[BenchCell], variants: Sequence[Variant], peaks: dict[str, Any], cores: int
 ) -> None:
     """Multiply-adds per image from each ONNX graph (shared with the checkpoint and engine rows of the
     same model), and each CPU cell's share of the peak of its precision on the cores it used."""
     gmac = {}
-    for target in targets:
-        if target.kind == "onnx" and str(target.artifact) not in gmac:
-            macs = macs_or_none(target.artifact)
-            gmac[str(target.artifact)] = macs / 1e9 if macs else None
+    for variant in variants:
+        if variant.kind == "onnx" and str(variant.artifact) not in gmac:
+            macs = macs_or_none(variant.artifact)
+            gmac[str(variant.artifact)] = macs / 1e9 if macs else None
     by_model = {c.checkpoint_sha256: gmac[c.artifact] for c in cells if gmac.get(c.artifact)}
     for cell in cells:
         per_image = gmac.get(cell.artifact) or by_model.get(cell.checkpoint_sha256)

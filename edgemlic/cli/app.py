@@ -5,13 +5,16 @@ commands that do not need them keep working when an optional package is missing.
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup, TyperOption
 
 from edgemlic import __version__
+
+if TYPE_CHECKING:
+    from edgemlic.runtime.backend import BackendOptions
 
 _option_type = getattr(TyperOption, "display_type_rich", None)
 
@@ -92,11 +95,11 @@ OnnxBackendOption = Annotated[
 ]
 
 
-def onnx_backend(text: str | None) -> dict:
-    """load_backend's arguments for a --backend value (none: the default)."""
+def onnx_backend(text: str | None) -> "BackendOptions | None":
+    """The options a --backend value names (none: the default backend of the artifact's kind)."""
     from edgemlic.runtime.loader import parse_onnx_variant
 
-    return parse_onnx_variant(text) if text else {}
+    return parse_onnx_variant(text) if text else None
 
 
 def comma_separated(text: str) -> list[str]:

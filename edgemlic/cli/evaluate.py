@@ -61,7 +61,7 @@ def evaluate(
     if plots:
         check_output_folder(plots)
     result = evaluate_artifact(
-        artifact, coco_root, split, threshold, keep_negatives, batch_size, device, **onnx_backend(backend)
+        artifact, coco_root, split, threshold, keep_negatives, batch_size, device, onnx_backend(backend)
     )
     r = result.report
     summary = _table(f"{Path(str(artifact)).name} on {split} ({r['num_images']} images)", SUMMARY)

@@ -31,7 +31,7 @@ def predict(
     from edgemlic.runtime import Predictor
 
     sources = expand_image_paths(images)
-    with Predictor(artifact, threshold=threshold, device=device, **onnx_backend(backend)) as predictor:
+    with Predictor(artifact, threshold=threshold, device=device, options=onnx_backend(backend)) as predictor:
         predictions = predictor.predict(sources)
     if as_json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))

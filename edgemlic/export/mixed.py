@@ -456,11 +456,12 @@ def compare_speed(fp32: Any, plain: Any, mixed: Any, image: np.ndarray) -> dict[
     """Batch-1 images/s of the FP32, plain INT8 and mixed graphs in ONNX Runtime on this CPU,
     alternating over a few rounds. The mixed graph replaces the FP32 one: slower than it, it is no gain."""
     from edgemlic.bench.timing import time_model
-    from edgemlic.runtime.onnx_backend import OnnxBackend
+    from edgemlic.runtime.onnx_backend import OnnxBackend, OnnxRuntimeOptions
 
     # Spinning off: an idle session's spinning threads would take the cores from the one being timed.
     graphs = (("fp32", fp32), ("plain", plain), ("mixed", mixed))
-    backends = [OnnxBackend(m.SerializeToString(), device="cpu", spin=False, name=n) for n, m in graphs]
+    quiet = OnnxRuntimeOptions(spin=False)
+    backends = [OnnxBackend(m.SerializeToString(), device="cpu", options=quiet, name=n) for n, m in graphs]
     rates: list[list[float]] = [[] for _ in backends]
     try:
         for backend in backends:

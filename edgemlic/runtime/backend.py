@@ -5,23 +5,80 @@ float32, or N x S x S x 3 uint8 for a model exported with `--input uint8`, as it
 float32 probabilities out. As in Polygraphy's runners, the contract is enforced here, not left
 to docstrings: `infer` checks the batch before and the scores after every backend's own `_infer`.
 A contract test runs it over every backend available.
+
+Each backend has its own options type (`BackendOptions`): what it is run with, apart from what runs it.
+An opened backend also says what it learned while opening: the file's hash, the checkpoint it came from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from edgemlic.card import ModelCard
 from edgemlic.device import parse_device  # noqa: F401 (the backends import it from here)
 from edgemlic.errors import EdgemlicError
+from edgemlic.io import sha256_file
+
+_Options = TypeVar("_Options", bound="BackendOptions")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendOptions:
+    """How one backend runs an artifact. Each backend module defines its own frozen subclass, checked in
+    its `__post_init__`; the type says which backend runs, so `load_backend(path, options=...)` needs no
+    backend name, and options of another kind's backend are refused there, in one place."""
+
+    backend: ClassVar[str]
+    """The backend these options are for, as artifacts.FORMATS names it."""
+    WORDS: ClassVar[dict[str, dict[str, Any]]] = {}
+    """The words of a variant ("throughput" in "openvino+throughput") and the settings each stands for."""
+
+    @classmethod
+    def from_words(cls: type[_Options], words: Sequence[str]) -> _Options:
+        """The options a variant's words spell; an unknown word is one line listing the known ones."""
+        settings: dict[str, Any] = {}
+        for word in words:
+            if word not in cls.WORDS:
+                known = ", ".join(f"{cls.backend}+{w}" for w in cls.WORDS) or "none"
+                raise EdgemlicError(f"unknown option {word!r} of {cls.backend}; known: {known}")
+            settings |= cls.WORDS[word]
+        return cls(**settings)
+
+    @property
+    def words(self) -> list[str]:
+        """The variant words that hold for these options, in WORDS order."""
+        return [
+            word
+            for word, settings in self.WORDS.items()
+            if all(getattr(self, name) == value for name, value in settings.items())
+        ]
+
+    @property
+    def variant(self) -> str:
+        """How bench and parity rows name the run: the backend and its words, "openvino+throughput"."""
+        return "+".join([self.backend, *self.words])
+
+    def __str__(self) -> str:
+        """The type and the settings that differ from its defaults, "TensorRTOptions(cuda_graphs=True)"."""
+        changed = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != f.default
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
 
 
 class Backend(ABC):
     name: ClassVar[str]
     """Short backend name as shown in tables: "pytorch", "onnxruntime", "tensorrt", ..."""
+    options_type: ClassVar[type[BackendOptions]]
+    """What it is run with; `load_backend` opens it with these options' defaults when none are given."""
     card: ModelCard
     device: str
     """Where inference runs: "cpu" or "cuda"."""
@@ -29,11 +86,28 @@ class Backend(ABC):
     max_batch: int | None = None
     """The batch sizes one native run takes (None: any); `infer` splits larger batches and pads smaller
     ones, so callers never see the range."""
+    path: Path | None = None
+    """The file it opened (None for a model handed over in memory)."""
+    _sha256: str | None = None
     _closed: bool = False
 
     @property
     def precision(self) -> str:
         return self.card.precision
+
+    @property
+    def artifact_sha256(self) -> str | None:
+        """The SHA-256 of the file it opened: known already where opening read and hashed the bytes (a
+        checkpoint, an engine), else hashed on first use, once."""
+        if self._sha256 is None and self.path is not None:
+            self._sha256 = sha256_file(self.path)
+        return self._sha256
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        """The SHA-256 of the checkpoint the artifact came from, as its card records it (a checkpoint's is
+        its own file's): rows and comparisons of one model share it."""
+        return self.card.provenance.get("checkpoint_sha256")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities (N x classes, float32) for a preprocessed batch of the card's input."""

@@ -8,13 +8,15 @@ the model is opened: a graph that does not match its card is refused before anyt
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError, first_line, import_optional
-from edgemlic.runtime.backend import Backend, parse_device
+from edgemlic.runtime.backend import Backend, BackendOptions, parse_device
 
 CARD_METADATA_KEY = "edgemlic_card"
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
@@ -96,8 +98,25 @@ def batch_range(path: Path, input_shape: list | tuple) -> tuple[int, int | None]
     return rows, rows
 
 
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(BackendOptions):
+    """`spin`: whether idle intra-op threads spin (ONNX Runtime's default when None, fastest on a quiet
+    machine) or sleep (the variant "onnxruntime+no-spin": much better when other processes need the
+    cores)."""
+
+    backend: ClassVar[str] = "onnxruntime"
+    WORDS: ClassVar[dict[str, dict[str, bool]]] = {"no-spin": {"spin": False}}
+
+    spin: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.spin is not None and not isinstance(self.spin, bool):
+            raise EdgemlicError(f"ONNX Runtime's spin {self.spin!r}: must be True, False or None")
+
+
 class OnnxBackend(Backend):
     name = "onnxruntime"
+    options_type = OnnxRuntimeOptions
 
     def __init__(
         self,
@@ -105,32 +124,35 @@ class OnnxBackend(Backend):
         device: str = "auto",
         *,
         threads: int | None = None,
-        spin: bool | None = None,
+        options: OnnxRuntimeOptions | None = None,
         name: str | None = None,
     ) -> None:
-        """`model` is an .onnx file or a serialized graph in memory (`name` then labels it in errors).
-
-        `spin`: whether idle intra-op threads spin (ONNX Runtime's default, fastest on a quiet machine)
-        or sleep (much better when other processes need the cores)."""
+        """`model` is an .onnx file or a serialized graph in memory (`name` then labels it in errors): the
+        export gates run each graph before it is written, so a graph that fails leaves no file."""
         ort = import_optional("onnxruntime")
-        path = Path(name or ("in-memory model" if isinstance(model, bytes) else model))
-        options = ort.SessionOptions()
+        self.options = options or OnnxRuntimeOptions()
+        if not isinstance(model, bytes):
+            self.path = Path(model)
+        label = Path(name or self.path or "in-memory model")
+        session_options = ort.SessionOptions()
         if threads:
-            options.intra_op_num_threads = threads
-        if spin is not None:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+            session_options.intra_op_num_threads = threads
+        if self.options.spin is not None:
+            session_options.add_session_config_entry(
+                "session.intra_op.allow_spinning", "1" if self.options.spin else "0"
+            )
         providers = _providers(device)
         try:
             source = model if isinstance(model, bytes) else str(model)
-            self.session = ort.InferenceSession(source, options, providers=providers)
+            self.session = ort.InferenceSession(source, session_options, providers=providers)
         except Exception as e:
-            raise EdgemlicError(f"{path}: not a loadable ONNX model ({first_line(e, 160)})") from None
-        self.card = read_card_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+            raise EdgemlicError(f"{label}: not a loadable ONNX model ({first_line(e, 160)})") from None
+        self.card = read_card_metadata(self.session.get_modelmeta().custom_metadata_map, label)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        check_one_input_one_output(path, len(inputs), len(outputs))
+        check_one_input_one_output(label, len(inputs), len(outputs))
         input_dtype = _ORT_TYPES.get(inputs[0].type, inputs[0].type)
-        check_io_against_card(path, self.card, inputs[0].shape, outputs[0].shape, input_dtype)
-        self.min_batch, self.max_batch = batch_range(path, inputs[0].shape)
+        check_io_against_card(label, self.card, inputs[0].shape, outputs[0].shape, input_dtype)
+        self.min_batch, self.max_batch = batch_range(label, inputs[0].shape)
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self._input, self._output = inputs[0].name, outputs[0].name
 

@@ -4,7 +4,7 @@ OpenVINO reads the ONNX file itself and keeps its metadata, so the model card co
 neither onnx nor torch is needed. Its CPU plugin would compute in bfloat16 on CPUs that have it
 (avx512_bf16 or AMX); edgemlic asks for float32 by default, so the graph's own precision is what runs
 (an INT8 graph still runs its integer kernels). bf16 is a precision of its own
-(`inference_precision="bf16"`, the variant "openvino+bf16"): about twice FP32's speed with no
+(`OpenVinoOptions(inference_precision="bf16")`, the variant "openvino+bf16"): about twice FP32's speed with no
 calibration, named "bf16" in bench and parity rows and judged by parity's bf16 budget. Two hints, as
 OpenVINO defines them:
 - latency: one stream using every core for one batch at a time;
@@ -14,13 +14,14 @@ OpenVINO defines them:
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from edgemlic.errors import EdgemlicError, first_line, import_optional
-from edgemlic.runtime.backend import Backend, parse_device
+from edgemlic.runtime.backend import Backend, BackendOptions, parse_device
 from edgemlic.runtime.onnx_backend import (
     CARD_METADATA_KEY,
     batch_range,
@@ -35,8 +36,32 @@ INFERENCE_PRECISIONS = ("f32", "bf16")
 """OpenVINO's INFERENCE_PRECISION_HINT values edgemlic offers: the graph's precision, or bfloat16."""
 
 
+@dataclass(frozen=True)
+class OpenVinoOptions(BackendOptions):
+    """OpenVINO's performance hint (latency or throughput) and inference precision (f32 or bf16)."""
+
+    backend: ClassVar[str] = "openvino"
+    WORDS: ClassVar[dict[str, dict[str, str]]] = {
+        "throughput": {"hint": "throughput"},
+        "bf16": {"inference_precision": "bf16"},
+    }
+
+    hint: str = "latency"
+    inference_precision: str = "f32"
+
+    def __post_init__(self) -> None:
+        if self.hint not in HINTS:
+            raise EdgemlicError(f"unknown OpenVINO hint {self.hint!r}; choose {' or '.join(HINTS)}")
+        if self.inference_precision not in INFERENCE_PRECISIONS:
+            raise EdgemlicError(
+                f"unknown OpenVINO inference precision {self.inference_precision!r}; choose "
+                f"{' or '.join(INFERENCE_PRECISIONS)}"
+            )
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
+    options_type = OpenVinoOptions
 
     def __init__(
         self,
@@ -44,24 +69,17 @@ class OpenVinoBackend(Backend):
         device: str = "auto",
         *,
         threads: int | None = None,
-        hint: str = "latency",
-        inference_precision: str = "f32",
+        options: OpenVinoOptions | None = None,
     ) -> None:
-        path = Path(path)
+        self.path = path = Path(path)
+        self.options = options or OpenVinoOptions()
         if parse_device(device)[0] == "cuda":
             raise EdgemlicError(
                 "OpenVINO runs edgemlic's models on the CPU; use --device cpu, or ONNX Runtime or TensorRT "
                 "for the GPU"
             )
-        if hint not in HINTS:
-            raise EdgemlicError(f"unknown OpenVINO hint {hint!r}; choose {' or '.join(HINTS)}")
-        if inference_precision not in INFERENCE_PRECISIONS:
-            raise EdgemlicError(
-                f"unknown OpenVINO inference precision {inference_precision!r}; choose "
-                f"{' or '.join(INFERENCE_PRECISIONS)}"
-            )
         core = _core()
-        if inference_precision == "bf16" and "BF16" not in _capabilities(core):
+        if self.options.inference_precision == "bf16" and "BF16" not in _capabilities(core):
             raise EdgemlicError(
                 f"this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}) has no bf16 instructions "
                 "(avx512_bf16 or AMX), so OpenVINO cannot run bf16 here; use openvino without +bf16"
@@ -78,15 +96,13 @@ class OpenVinoBackend(Backend):
         check_io_against_card(path, self.card, _dims(inp), _dims(out), inp.get_element_type().to_dtype().name)
         self.min_batch, self.max_batch = batch_range(path, _dims(inp))
         config: dict[str, Any] = {
-            "PERFORMANCE_HINT": hint.upper(),
-            "INFERENCE_PRECISION_HINT": inference_precision,
+            "PERFORMANCE_HINT": self.options.hint.upper(),
+            "INFERENCE_PRECISION_HINT": self.options.inference_precision,
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self._compiled = core.compile_model(model, "CPU", config)
         self.device = "cpu"
-        self.hint = hint
-        self.inference_precision = inference_precision
         self.streams = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.cpu_threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
         """The cores inference computes on (what an application's decode threads should leave)."""
@@ -97,13 +113,13 @@ class OpenVinoBackend(Backend):
     @property
     def precision(self) -> str:
         """bf16 for a float graph run in bf16; an INT8 graph stays int8 (its convolutions are integer)."""
-        if self.inference_precision == "bf16" and self.card.precision in ("fp32", "fp16"):
+        if self.options.inference_precision == "bf16" and self.card.precision in ("fp32", "fp16"):
             return "bf16"
         return self.card.precision
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         # A graph with a fixed batch takes its batch whole: `infer` hands it one run's worth at a time.
-        split = self.hint == "throughput" and self.max_batch is None
+        split = self.options.hint == "throughput" and self.max_batch is None
         wanted = min(self.streams, len(batch)) if split else 1
         with self._pool.lease_many(wanted) as requests:
             if len(requests) == 1:

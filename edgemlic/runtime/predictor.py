@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgemlic import checks
 from edgemlic.images import ImageSource, iter_preprocessed
-from edgemlic.runtime.backend import Backend
+from edgemlic.runtime.backend import Backend, BackendOptions
 from edgemlic.runtime.loader import load_backend
 
 
@@ -38,11 +37,16 @@ class Predictor:
         artifact: str | Path | Backend,
         threshold: float | None = None,
         device: str = "auto",
-        **open_options: Any,
+        *,
+        threads: int | None = None,
+        options: BackendOptions | None = None,
     ) -> None:
-        """`artifact` is a path (opened by `load_backend` with `device` and `open_options`) or a backend."""
+        """`artifact` is a path (opened by `load_backend` with `device`, `threads` and `options`) or a
+        backend already open."""
         self.backend = (
-            artifact if isinstance(artifact, Backend) else load_backend(artifact, device, **open_options)
+            artifact
+            if isinstance(artifact, Backend)
+            else load_backend(artifact, device, threads=threads, options=options)
         )
         self.card = self.backend.card
         self.thresholds = self.card.thresholds(threshold)

@@ -21,12 +21,13 @@ Each call follows an NVIDIA source:
 - one inference: the same file's `do_inference` and the TensorRT developer guide's "Performing Inference":
   cudaMemcpyAsync in, `set_input_shape` when the batch changes, `set_tensor_address` (once per context:
   the addresses never change), `execute_async_v3(stream)`, cudaMemcpyAsync out, cudaStreamSynchronize;
-- `cuda_graphs=True`: the developer guide's "CUDA Graphs" section and trtexec's --useCudaGraph
-  (samples/common/sampleInference.cpp, sampleDevice.h): one plain enqueue for the shape first (it flushes
-  TensorRT's deferred updates), then a thread-local capture of `execute_async_v3`, cudaGraphInstantiate and
-  cudaGraphLaunch on later calls; a failed capture ends the capture, clears the CUDA error and runs that
-  shape plainly from then on. One graph per batch size per context, selected after `set_input_shape`, as
-  NVIDIA's TensorRT-Edge-LLM keeps its graphs keyed by binding shapes (cpp/runtime/exec/engineExecutor.cpp).
+- `TensorRTOptions(cuda_graphs=True)`: the developer guide's "CUDA Graphs" section and trtexec's
+  --useCudaGraph (samples/common/sampleInference.cpp, sampleDevice.h): one plain enqueue for the shape
+  first (it flushes TensorRT's deferred updates), then a thread-local capture of `execute_async_v3`,
+  cudaGraphInstantiate and cudaGraphLaunch on later calls; a failed capture ends the capture, clears the
+  CUDA error and runs that shape plainly from then on. One graph per batch size per context, selected
+  after `set_input_shape`, as NVIDIA's TensorRT-Edge-LLM keeps its graphs keyed by binding shapes
+  (cpp/runtime/exec/engineExecutor.cpp).
 """
 
 from __future__ import annotations
@@ -36,20 +37,43 @@ import ctypes
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from edgemlic.card import ModelCard
 from edgemlic.errors import EdgemlicError
 from edgemlic.runtime import nvidia
-from edgemlic.runtime.backend import Backend, parse_device, plan_chunks
+from edgemlic.runtime.backend import Backend, BackendOptions, parse_device, plan_chunks
 from edgemlic.runtime.cudart import DEVICE_TO_HOST, HOST_TO_DEVICE, SUCCESS, CudaRuntime
 from edgemlic.runtime.engine_fingerprint import load_fingerprint, probe_environment
 from edgemlic.runtime.pool import Pool
 
 DEFAULT_CONTEXTS = 2
 """Execution contexts per engine: two let a request run while the next one's copies start."""
+
+
+@dataclass(frozen=True)
+class TensorRTOptions(BackendOptions):
+    """`contexts` bounds the engine's execution contexts (threads beyond it wait for one); `cuda_graphs`
+    runs it through a CUDA graph captured per batch size per context (trtexec's --useCudaGraph)."""
+
+    backend: ClassVar[str] = "tensorrt"
+    WORDS: ClassVar[dict[str, dict[str, bool]]] = {"cuda-graphs": {"cuda_graphs": True}}
+
+    contexts: int = DEFAULT_CONTEXTS
+    cuda_graphs: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.contexts, bool) or not isinstance(self.contexts, int) or self.contexts < 1:
+            raise EdgemlicError(f"TensorRT contexts {self.contexts!r}: must be a whole number of 1 or more")
+        if not isinstance(self.cuda_graphs, bool):
+            raise EdgemlicError(f"TensorRT cuda_graphs {self.cuda_graphs!r}: must be True or False")
+
+    @property
+    def variant(self) -> str:
+        """The canonical spelling: "cuda-graphs", or "default"."""
+        return "+".join(self.words) or "default"
 
 
 def gpu_index(device: str) -> int:
@@ -219,28 +243,31 @@ def _host_array(pointer: int, rows: int, spec: TensorSpec) -> np.ndarray:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    options_type = TensorRTOptions
 
     def __init__(
         self,
         path: str | Path,
         device: str = "auto",
         *,
-        contexts: int = DEFAULT_CONTEXTS,
-        cuda_graphs: bool = False,
+        threads: int | None = None,
+        options: TensorRTOptions | None = None,
     ) -> None:
-        """`cuda_graphs` captures a CUDA graph per batch size per context (trtexec's --useCudaGraph)."""
-        path = Path(path)
+        """`threads` is taken for the one signature of every backend and not used: an engine computes on
+        the GPU."""
+        self.path = path = Path(path)
         fingerprint = load_fingerprint(path)
         device_index = gpu_index(device)
         plan = path.read_bytes()
         fingerprint.verify_engine_file(path, plan)  # the bytes TensorRT will parse, checked first
+        self._sha256 = fingerprint.engine.sha256
         env = probe_environment(nvidia.tensorrt().__version__, device_index)
         fingerprint.check_compatibility(env, path)
         try:
             loaded = deserialize_engine(plan, device_index, fingerprint.flags.dla_core, str(path))
         except EdgemlicError as e:
             raise EdgemlicError(f"{e}; rebuild with `{fingerprint.rebuild_command(path)}`") from None
-        self._setup(loaded, fingerprint.card, device_index, contexts, cuda_graphs, str(path))
+        self._setup(loaded, fingerprint.card, device_index, options or TensorRTOptions(), str(path))
 
     @classmethod
     def from_engine(
@@ -249,12 +276,12 @@ class TensorRTBackend(Backend):
         card: ModelCard,
         device_index: int = 0,
         *,
-        contexts: int = 1,
-        cuda_graphs: bool = False,
+        options: TensorRTOptions | None = None,
     ) -> TensorRTBackend:
-        """Wrap a (runtime, engine) deserialized in this process (the builder's parity check uses it)."""
+        """Wrap a (runtime, engine) deserialized in this process (the builder's parity check uses it); one
+        execution context unless `options` say otherwise."""
         backend = cls.__new__(cls)
-        backend._setup(loaded, card, device_index, contexts, cuda_graphs, "built engine")
+        backend._setup(loaded, card, device_index, options or TensorRTOptions(contexts=1), "built engine")
         return backend
 
     def _setup(
@@ -262,22 +289,21 @@ class TensorRTBackend(Backend):
         loaded: tuple[Any, Any],
         card: ModelCard,
         device_index: int,
-        contexts: int,
-        cuda_graphs: bool,
+        options: TensorRTOptions,
         label: str,
     ) -> None:
         self.card = card
         self.device = "cuda"
-        self.cuda_graphs = cuda_graphs
+        self.options = options
         self._runtime, self._engine = loaded  # the runtime must outlive its engine
         self._device_index = device_index
         self._io = engine_io(self._engine, card, label)
         self.min_batch, self.max_batch = self._io.min_batch, self._io.max_batch
         self._cudart = nvidia.cuda_runtime()
-        self._pool: Pool[PooledContext] = Pool(self._new_context, contexts, label)
+        self._pool: Pool[PooledContext] = Pool(self._new_context, options.contexts, label)
 
     def _new_context(self) -> PooledContext:
-        return PooledContext(self._engine, self._io, self._cudart, self.cuda_graphs)
+        return PooledContext(self._engine, self._io, self._cudart, self.options.cuda_graphs)
 
     def _infer_in_range(self, batch: np.ndarray) -> np.ndarray:
         # Any batch size: the chunks run under one lease, padded in the context's page-locked buffer.

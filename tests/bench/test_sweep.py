@@ -11,8 +11,7 @@ from edgemlic.cli import main
 from edgemlic.errors import EdgemlicError
 from edgemlic.images import preprocess_batch
 from edgemlic.io import sha256_file
-from edgemlic.runtime import load_backend
-from edgemlic.runtime.torch_options import parse_torch_options
+from edgemlic.runtime import TorchOptions, load_backend
 
 CELL_KEYS = {
     "backend",
@@ -100,7 +99,7 @@ def test_every_onnx_backend_is_a_row(onnx_models, val_images):
     ]
     for cell in report.cells:
         _sane(cell)
-    with pytest.raises(EdgemlicError, match="unknown backend 'tensorrt' for an .onnx model"):
+    with pytest.raises(EdgemlicError, match="unknown backend 'tensorrt' for .onnx models"):
         run_bench([onnx_models["int8"]], (1,), iters=1, onnx_variants=["tensorrt"], images=val_images)
 
 
@@ -262,7 +261,7 @@ def test_torch_gpu_variants_match_eager_and_are_timed(variant, tiny_checkpoint, 
     with load_backend(tiny_checkpoint, "cpu") as reference:
         batch = preprocess_batch(val_images[:4], reference.card.preprocessing)
         expected = reference.infer(batch)
-    with load_backend(tiny_checkpoint, "cuda", torch_options=parse_torch_options(variant)) as backend:
+    with load_backend(tiny_checkpoint, "cuda", options=TorchOptions.parse(variant)) as backend:
         assert backend.device == "cuda"
         for rows in (4, 2, 4):  # a second shape gets its own CUDA graph; the first is replayed again
             np.testing.assert_allclose(backend.infer(batch[:rows]), expected[:rows], atol=5e-3)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 
 from edgemlic.bench.timing import decode_threads
-from edgemlic.runtime import load_backend
+from edgemlic.runtime import OpenVinoOptions, load_backend
 
 
 def test_decode_threads_leave_the_backends_cores(exported):
     cores = len(os.sched_getaffinity(0))
-    with load_backend(exported["int8-cpu"], "cpu", backend="openvino", threads=1) as one_thread:
+    with load_backend(exported["int8-cpu"], "cpu", threads=1, options=OpenVinoOptions()) as one_thread:
         assert one_thread.cpu_threads == 1
         assert decode_threads(one_thread) == max(1, cores - 1)
     with load_backend(exported["int8-cpu"], "cpu") as all_cores:  # ONNX Runtime: every core by default

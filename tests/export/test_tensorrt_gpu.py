@@ -16,7 +16,7 @@ from edgemlic.compare import BUDGETS
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.tensorrt import build_engine, inspect_engine
 from edgemlic.images import preprocess
-from edgemlic.runtime import Predictor, load_backend
+from edgemlic.runtime import Predictor, TensorRTOptions, load_backend
 from edgemlic.runtime.engine_fingerprint import BuildProfile, fingerprint_path, load_fingerprint
 from edgemlic.runtime.onnx_backend import OnnxBackend
 
@@ -91,7 +91,7 @@ def test_min_batch_padding(onnx_files, val_images, tmp_path):
 
 
 def test_threads_share_a_bounded_pool_of_contexts(engines, val_images):
-    with Predictor(engines["int8"].engine, contexts=2) as predictor:
+    with Predictor(engines["int8"].engine, options=TensorRTOptions(contexts=2)) as predictor:
         expected = predictor.scores(val_images)
         results, errors = {}, []
 

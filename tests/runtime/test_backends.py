@@ -1,18 +1,14 @@
-import subprocess
-import sys
+"""The backend contract, over every backend and the options that change how it runs."""
 
 import numpy as np
 import onnx
 import pytest
-import torch
 
-from edgemlic.checkpoint import load_model
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx import with_uint8_input
-from edgemlic.images import decode_image, preprocess, preprocess_batch
-from edgemlic.runtime import Predictor, load_backend
+from edgemlic.images import preprocess, preprocess_batch
+from edgemlic.runtime import TorchOptions, load_backend
 from edgemlic.runtime.loader import parse_onnx_variant
-from edgemlic.runtime.torch_options import parse_torch_options
 
 BACKENDS = [
     pytest.param(("checkpoint", "eager"), id="pytorch"),
@@ -47,14 +43,14 @@ def frames(exported, tmp_path_factory):
 def backend(request, tiny_checkpoint, exported, frames, tmp_path):
     kind, options = request.param
     if kind.startswith("uint8"):
-        variant = parse_onnx_variant(kind.partition(":")[2]) if ":" in kind else {}
-        with load_backend(frames[options], "cpu", **variant) as b:
+        variant = parse_onnx_variant(kind.partition(":")[2]) if ":" in kind else None
+        with load_backend(frames[options], "cpu", options=variant) as b:
             yield b
     elif kind == "checkpoint":
-        with load_backend(tiny_checkpoint, "cpu", torch_options=parse_torch_options(options)) as b:
+        with load_backend(tiny_checkpoint, "cpu", options=TorchOptions.parse(options)) as b:
             yield b
     elif kind.startswith("openvino"):
-        with load_backend(exported[options], "cpu", **parse_onnx_variant(kind)) as b:
+        with load_backend(exported[options], "cpu", options=parse_onnx_variant(kind)) as b:
             yield b
     elif kind == "engine":
         from edgemlic.export.tensorrt import build_engine
@@ -117,7 +113,10 @@ def _add_logits_output(model):
 def test_a_graph_with_a_fixed_batch_runs_any_batch(kind, exported, val_images, tmp_path):
     fixed = _edited_graph(exported["fp32"], tmp_path / "fixed.onnx", _fix_batch(2))
     options = parse_onnx_variant(kind)
-    with load_backend(fixed, "cpu", **options) as b, load_backend(exported["fp32"], "cpu", **options) as free:
+    with (
+        load_backend(fixed, "cpu", options=options) as b,
+        load_backend(exported["fp32"], "cpu", options=options) as free,
+    ):
         assert (b.min_batch, b.max_batch) == (2, 2) and (free.min_batch, free.max_batch) == (1, None)
         batch = np.stack([preprocess(p, b.card.preprocessing) for p in val_images[:5]])
         for rows in (1, 2, 5):  # padded up, exact, split into 2 + 2 + 1 padded
@@ -128,27 +127,21 @@ def test_a_graph_with_a_fixed_batch_runs_any_batch(kind, exported, val_images, t
 def test_a_graph_with_two_outputs_is_refused_at_open(kind, exported, tmp_path):
     two = _edited_graph(exported["fp32"], tmp_path / "two.onnx", _add_logits_output)
     with pytest.raises(EdgemlicError, match="one image input and one probability output, found 1 and 2"):
-        load_backend(two, "cpu", **parse_onnx_variant(kind))
-
-
-def test_no_images_give_no_predictions(exported):
-    with Predictor(exported["fp32"], device="cpu") as predictor:
-        assert predictor.predict([]) == []
-        assert predictor.scores([]).shape == (0, predictor.card.num_classes)
+        load_backend(two, "cpu", options=parse_onnx_variant(kind))
 
 
 @pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
 def test_input_dtype_and_layout_are_the_cards(exported, frames, val_images, backend_name):
     """Pixels for a float graph or floats for a uint8 graph are refused, never converted silently."""
     variant = parse_onnx_variant(backend_name)
-    with load_backend(frames["fp32"], "cpu", **variant) as backend:
+    with load_backend(frames["fp32"], "cpu", options=variant) as backend:
         pixels = preprocess_batch(val_images[:2], backend.card.preprocessing)
         assert pixels.shape == (2, 32, 32, 3) and backend.infer(pixels).shape == (2, backend.card.num_classes)
         with pytest.raises(
             EdgemlicError, match="takes uint8 NHWC pixels and normalizes them itself, got float32"
         ):
             backend.infer(pixels.astype(np.float32))
-    with load_backend(exported["fp32"], "cpu", **variant) as backend:
+    with load_backend(exported["fp32"], "cpu", options=variant) as backend:
         with pytest.raises(EdgemlicError, match="takes normalized float32 NCHW input, got uint8"):
             backend.infer(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
         with pytest.raises(EdgemlicError, match=r"shape N x 3 x 32 x 32 with N >= 1, got \(2, 32, 32, 3\)"):
@@ -169,57 +162,4 @@ def test_a_card_that_lies_about_the_input_dtype_is_refused(exported, tmp_path, b
     liar = tmp_path / "liar.onnx"
     onnx.save(model, str(liar))
     with pytest.raises(EdgemlicError, match="the graph's input is uint8, its card says float32"):
-        load_backend(liar, "cpu", **parse_onnx_variant(backend_name))
-
-
-def test_predictor_matches_a_direct_forward_pass(tiny_checkpoint, val_images):
-    model, card = load_model(tiny_checkpoint)
-    x = torch.from_numpy(np.stack([preprocess(p, card.preprocessing) for p in val_images]))
-    with torch.no_grad():
-        expected = torch.sigmoid(model(x)).numpy()
-    with Predictor(tiny_checkpoint, device="cpu") as predictor:
-        np.testing.assert_allclose(predictor.scores(val_images, batch_size=3), expected, atol=1e-5)
-
-
-def test_paths_and_arrays_give_the_same_predictions(tiny_checkpoint, val_images):
-    arrays = [np.asarray(decode_image(p)) for p in val_images[:4]]
-    with Predictor(tiny_checkpoint, device="cpu") as predictor:
-        from_files = predictor.predict(val_images[:4])
-        from_arrays = predictor.predict(arrays)
-    assert [p.scores for p in from_files] == [p.scores for p in from_arrays]
-    assert from_arrays[0].source == "array[0]" and from_files[0].source == str(val_images[0])
-
-
-def test_labels_follow_the_threshold(tiny_checkpoint, val_images):
-    labels = {}
-    for threshold in (0.2, 0.8):
-        with Predictor(tiny_checkpoint, threshold=threshold, device="cpu") as predictor:
-            predictions = predictor.predict(val_images)
-        for p in predictions:
-            assert p.labels == [c for c, s in p.scores.items() if s >= threshold]
-        labels[threshold] = [set(p.labels) for p in predictions]
-    assert all(high <= low for low, high in zip(labels[0.2], labels[0.8], strict=True))
-    assert sum(map(len, labels[0.2])) > sum(map(len, labels[0.8]))
-
-
-def test_unknown_and_missing_artifacts(tmp_path):
-    (tmp_path / "model.bin").write_bytes(b"x")
-    with pytest.raises(EdgemlicError, match="unknown artifact type"):
-        load_backend(tmp_path / "model.bin")
-    with pytest.raises(EdgemlicError, match="not found"):
-        load_backend(tmp_path / "nope.onnx")
-
-
-def test_runtime_imports_without_torch():
-    code = (
-        "import sys\n"
-        "class NoTorch:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
-        "            raise ImportError('torch is blocked')\n"
-        "sys.meta_path.insert(0, NoTorch())\n"
-        "import edgemlic.runtime\n"
-        "from edgemlic.runtime import Predictor, load_backend\n"
-        "assert 'torch' not in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+        load_backend(liar, "cpu", options=parse_onnx_variant(backend_name))

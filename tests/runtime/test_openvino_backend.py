@@ -7,7 +7,7 @@ import pytest
 
 from edgemlic.compare import compare_scores
 from edgemlic.errors import EdgemlicError
-from edgemlic.runtime import Predictor, load_backend
+from edgemlic.runtime import OpenVinoOptions, Predictor, load_backend
 from edgemlic.runtime.loader import parse_onnx_variant
 
 
@@ -22,10 +22,10 @@ def scores(exported, photos):
     """(ONNX Runtime, OpenVINO latency, OpenVINO throughput) probabilities per graph."""
     result = {}
     for precision in ("fp32", "fp16", "int8", "int8-cpu"):
-        runs = [{}, {"backend": "openvino"}, {"backend": "openvino", "hint": "throughput"}]
+        runs = [None, OpenVinoOptions(), OpenVinoOptions(hint="throughput")]
         result[precision] = []
         for options in runs:
-            with Predictor(exported[precision], device="cpu", **options) as predictor:
+            with Predictor(exported[precision], device="cpu", options=options) as predictor:
                 result[precision].append(predictor.scores(photos, batch_size=8))
     return result
 
@@ -59,12 +59,12 @@ def test_int8_graphs_are_as_faithful_as_onnx_runtime(scores, exported):
 
 
 def test_openvino_options_are_checked(exported, tiny_checkpoint):
-    with pytest.raises(EdgemlicError, match="runs .onnx models only"):
-        load_backend(tiny_checkpoint, backend="openvino")
+    with pytest.raises(EdgemlicError, match=r"OpenVinoOptions\(\) apply to .onnx models only"):
+        load_backend(tiny_checkpoint, options=OpenVinoOptions())
     with pytest.raises(EdgemlicError, match="OpenVINO runs edgemlic's models on the CPU"):
-        load_backend(exported["fp32"], "cuda", backend="openvino")
-    with pytest.raises(EdgemlicError, match="hint applies to the openvino backend only"):
-        load_backend(exported["fp32"], hint="throughput")
+        load_backend(exported["fp32"], "cuda", options=OpenVinoOptions())
+    with pytest.raises(EdgemlicError, match="unknown OpenVINO hint 'fast'; choose latency or throughput"):
+        OpenVinoOptions(hint="fast")
     with pytest.raises(EdgemlicError, match="unknown option 'throughput' of onnxruntime"):
         parse_onnx_variant("onnxruntime+throughput")
 
@@ -73,7 +73,7 @@ def test_commands_run_onnx_models_with_openvino(cli, exported, synth_root, val_i
     import json
 
     code, out, _ = cli(["predict", exported["fp32"], *val_images[:2], "--backend", "openvino", "--json"])
-    with Predictor(exported["fp32"], device="cpu", backend="openvino") as predictor:
+    with Predictor(exported["fp32"], device="cpu", options=OpenVinoOptions()) as predictor:
         expected = [p.to_dict() for p in predictor.predict(val_images[:2])]
     assert code == 0 and json.loads(out) == expected
     args = ["parity", exported["fp32"], exported["int8-cpu"], "--coco-root", synth_root, "--split", "val2017"]

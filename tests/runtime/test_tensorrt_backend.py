@@ -27,7 +27,7 @@ from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.errors import EdgemlicError
 from edgemlic.runtime import nvidia
 from edgemlic.runtime.backend import plan_chunks
-from edgemlic.runtime.tensorrt_backend import TensorRTBackend, deserialize_engine, gpu_index
+from edgemlic.runtime.tensorrt_backend import TensorRTBackend, TensorRTOptions, deserialize_engine, gpu_index
 
 SIZE, CLASSES = 4, 3
 CARD = ModelCard(("a", "b", "c"), "resnet_tiny", Preprocessing(input_size=SIZE, resize_size=SIZE))
@@ -325,7 +325,7 @@ def fakes(monkeypatch):
 def open_backend(fakes, *, contexts=1, cuda_graphs=False, card=CARD, **engine_options) -> TensorRTBackend:
     fakes.engine_options = engine_options
     loaded = deserialize_engine(b"plan", 0, None, "model.engine")
-    return TensorRTBackend.from_engine(loaded, card, contexts=contexts, cuda_graphs=cuda_graphs)
+    return TensorRTBackend.from_engine(loaded, card, options=TensorRTOptions(contexts, cuda_graphs))
 
 
 def batch_of(rows: int, seed: int = 0) -> np.ndarray:
@@ -609,30 +609,32 @@ def test_the_engine_input_must_be_what_the_card_says(fakes, card, engine_options
     assert "cudaMalloc" not in fakes.cudart.names()  # refused before any buffer was sized from it
 
 
-def test_cuda_graphs_reaches_the_engine_from_load_backend_and_the_predictor(monkeypatch, tmp_path):
+def test_engine_options_reach_the_engine_from_load_backend_and_the_predictor(monkeypatch, tmp_path):
     from edgemlic.runtime import Predictor, load_backend, tensorrt_backend
 
     opened = []
 
     class Recorder(TensorRTBackend):
-        def __init__(self, path, device="auto", *, contexts, cuda_graphs):
-            opened.append((path.name, device, contexts, cuda_graphs))
+        def __init__(self, path, device="auto", *, threads=None, options=None):
+            opened.append((path.name, device, options))
             self.card = CARD
 
     monkeypatch.setattr(tensorrt_backend, "TensorRTBackend", Recorder)
     engine, onnx = tmp_path / "model.engine", tmp_path / "model.onnx"
     engine.write_bytes(b"plan")
     onnx.write_bytes(b"graph")
-    load_backend(engine, "cuda:1", cuda_graphs=True)
-    Predictor(engine, contexts=3, cuda_graphs=True)
+    load_backend(engine, "cuda:1", options=TensorRTOptions(cuda_graphs=True))
+    Predictor(engine, options=TensorRTOptions(contexts=3, cuda_graphs=True))
     load_backend(engine)
     assert opened == [
-        ("model.engine", "cuda:1", 2, True),
-        ("model.engine", "auto", 3, True),
-        ("model.engine", "auto", 2, False),
+        ("model.engine", "cuda:1", TensorRTOptions(2, True)),
+        ("model.engine", "auto", TensorRTOptions(3, True)),
+        ("model.engine", "auto", TensorRTOptions(2, False)),
     ]
-    with pytest.raises(EdgemlicError, match="cuda_graphs applies to TensorRT engines only"):
-        load_backend(onnx, cuda_graphs=True)
+    with pytest.raises(
+        EdgemlicError, match=r"model.onnx: TensorRTOptions\(cuda_graphs=True\) apply to TensorRT engines only"
+    ):
+        load_backend(onnx, options=TensorRTOptions(cuda_graphs=True))
 
 
 @pytest.mark.tensorrt
@@ -645,7 +647,10 @@ def test_cuda_graphs_on_a_real_engine_give_the_plain_scores(exported, val_images
     from edgemlic.runtime.engine_fingerprint import BuildProfile
 
     result = build_engine(exported["fp32"], tmp_path / "m.engine", profile=BuildProfile(1, 4, 8))
-    with load_backend(result.engine) as plain, load_backend(result.engine, cuda_graphs=True) as graphed:
+    with (
+        load_backend(result.engine) as plain,
+        load_backend(result.engine, options=TensorRTOptions(cuda_graphs=True)) as graphed,
+    ):
         batch = np.stack([preprocess(p, plain.card.preprocessing) for p in val_images])
         expected = plain.infer(batch)
         for _ in range(3):
