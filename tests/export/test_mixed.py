@@ -198,10 +198,13 @@ def _split_by_error(graphs, held_out):
     fp32, int8 = (graph_scores(graphs[name], inputs) for name in ("fp32", "int8-cpu"))
     flipped = ((fp32 >= thresholds) != (int8 >= thresholds)).any(axis=1)
     error = np.abs(fp32 - int8).max(axis=1)
-    order = np.argsort(error + flipped)  # an image with a flip goes to the rough half
+    # An image with a flip goes to the rough half whatever its score change: on CPUs without VNNI, ONNX
+    # Runtime's saturating AVX2 kernels flip some images that move little.
+    order = np.argsort(np.where(flipped, np.inf, error))
     calm, rough = order[: len(order) // 2], order[len(order) // 2 :]
-    assert not flipped[calm].any() and error[calm].max() < error[rough].min()
-    limit = float(error[calm].max() + error[rough].min()) / 2
+    steady_rough = error[rough][~flipped[rough]]
+    assert not flipped[calm].any() and len(steady_rough) and error[calm].max() < steady_rough.max()
+    limit = float(error[calm].max() + steady_rough.min()) / 2
     return Labelled(inputs[calm], targets[calm]), Labelled(inputs[rough], targets[rough]), limit
 
 
