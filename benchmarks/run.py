@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,11 @@ from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
 from edgemlic.data.synth import generate_shapes_dataset
 from edgemlic.demo import DEMO_TRAINING
 from edgemlic.errors import EdgemlicError
-from edgemlic.export.pipeline import export_model
+from edgemlic.export.pipeline import Int8Options, export_model
 from edgemlic.images import preprocess_batch
 from edgemlic.io import write_json, write_text
 from edgemlic.models import create_model
-from edgemlic.runtime import Backend, Predictor, load_backend
+from edgemlic.runtime import Backend, BackendOptions, OpenVinoOptions, Predictor, TorchOptions, load_backend
 from edgemlic.runtime.loader import parse_onnx_variant
 from edgemlic.train.config import TrainConfig
 from edgemlic.train.loop import train
@@ -116,13 +116,13 @@ def accuracy_checkpoint(work: Path, shapes: Path, epochs: int) -> Path:
     return path
 
 
-def _calibration(root: Path, out: Path, target: str) -> dict[str, Any]:
-    return dict(
-        calibration_data=root,
-        calibration_split="train2017",
-        calibration_count=CALIBRATION_IMAGES,
-        cache_dir=out / "calibration-cache",
-        int8_target=target,
+def _calibration(root: Path, out: Path, target: str) -> Int8Options:
+    return Int8Options(
+        calib_data=root,
+        calib_split="train2017",
+        calib_images=CALIBRATION_IMAGES,
+        calib_cache=out / "calibration-cache",
+        target=target,
     )
 
 
@@ -144,20 +144,15 @@ def export_all(
     mixed_reports: dict[str, Any] = {}
     for target, suffix in (("tensorrt", "int8"), ("cpu", "int8-cpu")):
         calibration = _calibration(root, out, target)
-        paths[suffix] = export_model(checkpoint, out, "int8", **calibration).path
+        paths[suffix] = export_model(checkpoint, out, "int8", int8=calibration).path
         if not mixed_search:
             mixed_reports[suffix] = {"error": "not searched in this run (--skip-mixed)"}
             continue
         try:
-            mixed = export_model(
-                checkpoint,
-                out / "mixed",
-                "int8",
-                max_float_layers=MAX_FLOAT_LAYERS,
-                budget=MIXED_BUDGET,
-                held_out_split="val2017",
-                **calibration,
+            search = replace(
+                calibration, max_float_layers=MAX_FLOAT_LAYERS, budget=MIXED_BUDGET, holdout_split="val2017"
             )
+            mixed = export_model(checkpoint, out / "mixed", "int8", int8=search)
         except EdgemlicError as e:
             mixed_reports[suffix] = {"error": str(e)}
             continue
@@ -172,7 +167,9 @@ def uint8_input_twin(checkpoint: Path, out: Path, root: Path) -> Path:
     existing = sorted(out.glob("model.int8-cpu*.onnx"))
     if existing:
         return existing[0]
-    return export_model(checkpoint, out, "int8", input_dtype="uint8", **_calibration(root, out, "cpu")).path
+    return export_model(
+        checkpoint, out, "int8", int8=_calibration(root, out, "cpu"), input_dtype="uint8"
+    ).path
 
 
 def qoperator_twin(fp32: Path, int8_cpu: Path) -> Path:
@@ -245,7 +242,9 @@ def pt2e_int8(checkpoint: Path, calibration: list[Path]) -> Pt2eModel:
             prepared(images[start : start + 8])
     converted = convert_pt2e(prepared)
     inductor.freezing = True
-    backend = TorchBackend((converted, card.replace(precision="int8")), "cpu", options={"compile"})
+    backend = TorchBackend(
+        (converted, card.replace(precision="int8")), "cpu", options=TorchOptions(compile=True)
+    )
     for rows in (1, 8):  # compile both batch sizes before anything is timed
         backend.infer(images[:rows].numpy())
     return Pt2eModel(backend, round(time.perf_counter() - started, 1))
@@ -620,7 +619,10 @@ E2E = (
 def e2e_every_core_decoding(candidate: Candidate, models: Models, seconds: float, photos: list[Path]):
     """The e2e cell with the decode pool of before: a thread per usable core, whatever the backend uses."""
     options = parse_onnx_variant(candidate.how)
-    with load_backend(models.speed[candidate.artifact], "cpu", **options) as backend, LoadMeter() as load:
+    with (
+        load_backend(models.speed[candidate.artifact], "cpu", options=options) as backend,
+        LoadMeter() as load,
+    ):
         cores = len(os.sched_getaffinity(0))
         figures = time_e2e(backend, photos, 8, 3, None, seconds, threads=cores)
     return figures | {"decode_threads": cores, "other_cpu_share": load.other_cpu_share, "error": None}
@@ -654,12 +656,12 @@ def end_to_end(models: Models, rounds: int, seconds: float, photos: list[Path]) 
 # ---- 7. faithfulness ---------------------------------------------------------------------------------
 
 FAITHFULNESS = (  # the mixed graphs' figures come from their export: its verdict images are held out
-    ("ONNX Runtime INT8 (CPU form)", "int8-cpu", {}),
-    ("ONNX Runtime INT8 (CPU form), QOperator graph", "int8-cpu-qoperator", {}),
-    ("ONNX Runtime INT8 (TensorRT form)", "int8", {}),
-    ("OpenVINO INT8 (CPU form)", "int8-cpu", {"backend": "openvino"}),
-    ("OpenVINO INT8 (TensorRT form)", "int8", {"backend": "openvino"}),
-    ("OpenVINO FP32", "fp32", {"backend": "openvino"}),
+    ("ONNX Runtime INT8 (CPU form)", "int8-cpu", None),
+    ("ONNX Runtime INT8 (CPU form), QOperator graph", "int8-cpu-qoperator", None),
+    ("ONNX Runtime INT8 (TensorRT form)", "int8", None),
+    ("OpenVINO INT8 (CPU form)", "int8-cpu", OpenVinoOptions()),
+    ("OpenVINO INT8 (TensorRT form)", "int8", OpenVinoOptions()),
+    ("OpenVINO FP32", "fp32", OpenVinoOptions()),
     ("OpenVINO bf16", "fp32", parse_onnx_variant("openvino+bf16")),
 )
 
@@ -676,8 +678,8 @@ def faithfulness(
         expected = reference.scores(images, batch_size=8)
         thresholds = reference.card.thresholds()
 
-    def scores_of(key: str, options: dict[str, Any]) -> np.ndarray:
-        with Predictor(paths[key], device="cpu", **options) as predictor:
+    def scores_of(key: str, options: BackendOptions | None) -> np.ndarray:
+        with Predictor(paths[key], device="cpu", options=options) as predictor:
             return predictor.scores(images, batch_size=8)
 
     runs: list[tuple[str, Callable[[], np.ndarray]]] = [

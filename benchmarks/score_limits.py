@@ -13,6 +13,7 @@ is recorded when it gets through). Prints one line per candidate and writes resu
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
 from edgemlic.data.synth import generate_shapes_dataset
 from edgemlic.errors import EdgemlicError
 from edgemlic.export import int8 as int8_export
-from edgemlic.export.pipeline import export_model
+from edgemlic.export.pipeline import Int8Options, export_model
 from edgemlic.images import preprocess_batch
 from edgemlic.io import write_json
 from edgemlic.runtime import load_backend
@@ -80,22 +81,23 @@ def figures(reference: np.ndarray, candidate: np.ndarray, thresholds: np.ndarray
             "flips": float(flips.mean())}  # fmt: skip
 
 
-def candidates(checkpoint: Path, out: Path, calibration: dict, retrain) -> dict[str, Path]:
+def candidates(checkpoint: Path, out: Path, calibration: Int8Options, retrain) -> dict[str, Path]:
     exported = out / "export"
     found = {p: export_model(checkpoint, exported, p).path for p in ("fp32", "fp16")}
-    found["int8"] = export_model(checkpoint, exported, "int8", **calibration).path
-    found["int8-cpu"] = export_model(checkpoint, exported, "int8", int8_target="cpu", **calibration).path
+    found["int8"] = export_model(checkpoint, exported, "int8", int8=calibration).path
+    cpu = replace(calibration, target="cpu")
+    found["int8-cpu"] = export_model(checkpoint, exported, "int8", int8=cpu).path
     for fraction in (0.01, 0.03):
         other = moved(checkpoint, out / f"moved{fraction}.pt", fraction)
         found[f"moved {fraction:.0%}"] = other
         found[f"moved {fraction:.0%}, int8"] = export_model(
-            other, out / f"moved{fraction}", "int8", **calibration
+            other, out / f"moved{fraction}", "int8", int8=calibration
         ).path
     found["seed 1"] = retrain(out / "seed1", 1)
     real = int8_export.calibrate_ranges
     int8_export.calibrate_ranges = too_wide(real)
     try:
-        found["int8, ranges 1000x"] = export_model(checkpoint, out / "wide", "int8", **calibration).path
+        found["int8, ranges 1000x"] = export_model(checkpoint, out / "wide", "int8", int8=calibration).path
     except EdgemlicError as e:
         print(f"ranges 1000x too wide: {e}")
     finally:
@@ -133,7 +135,7 @@ def main() -> None:
         samples = load_coco_split(images, "val2017", card.classes, keep_negatives=True).samples
         batch = preprocess_batch([s.path for s in samples], card.preprocessing)
         reference, thresholds = scores(checkpoint, batch), card.thresholds()
-        calibration = {"calibration_data": root, "calibration_count": count, "cache_dir": work / "cache"}
+        calibration = Int8Options(calib_data=root, calib_images=count, calib_cache=work / "cache")
         rows = {}
         for label, path in candidates(checkpoint, out, calibration, make).items():
             rows[label] = figures(reference, scores(path, batch), thresholds)

@@ -30,7 +30,7 @@ from edgemlic.bench import describe_environment, time_e2e, time_model  # noqa: E
 from edgemlic.bench.timing import LoadMeter  # noqa: E402
 from edgemlic.card import Preprocessing  # noqa: E402
 from edgemlic.compare import compare_scores  # noqa: E402
-from edgemlic.export.pipeline import export_model  # noqa: E402
+from edgemlic.export.pipeline import Int8Options, export_model  # noqa: E402
 from edgemlic.images import preprocess, preprocess_batch  # noqa: E402
 from edgemlic.io import write_json  # noqa: E402
 from edgemlic.runtime import Predictor, load_backend  # noqa: E402
@@ -43,25 +43,25 @@ BACKENDS = ("onnxruntime", "openvino")
 
 def export_graphs(checkpoint: Path, out: Path, coco: Path) -> dict[str, Path]:
     """model.fp32.onnx, model.int8-cpu.onnx and their .uint8-input twins."""
-    calibration = dict(
-        calibration_data=coco,
-        calibration_split="train2017",
-        calibration_count=CALIBRATION_IMAGES,
-        cache_dir=out / "calibration-cache",
-        int8_target="cpu",
+    calibration = Int8Options(
+        calib_data=coco,
+        calib_split="train2017",
+        calib_images=CALIBRATION_IMAGES,
+        calib_cache=out / "calibration-cache",
+        target="cpu",
     )
     paths = {}
     for input_dtype in ("float32", "uint8"):
         suffix = "" if input_dtype == "float32" else "+uint8"
         paths["fp32" + suffix] = export_model(checkpoint, out, "fp32", input_dtype=input_dtype).path
         paths["int8-cpu" + suffix] = export_model(
-            checkpoint, out, "int8", input_dtype=input_dtype, **calibration
+            checkpoint, out, "int8", int8=calibration, input_dtype=input_dtype
         ).path
     return paths
 
 
 def cell(path: Path, backend_name: str, mode: str, photos: list[Path], seconds: float) -> dict[str, Any]:
-    with load_backend(path, "cpu", **parse_onnx_variant(backend_name)) as backend, LoadMeter() as load:
+    with load_backend(path, "cpu", options=parse_onnx_variant(backend_name)) as backend, LoadMeter() as load:
         if mode == "model":
             flat = preprocess_batch(photos[: 4 * BATCH], backend.card.preprocessing)
             batches = [flat[i : i + BATCH] for i in range(0, len(flat), BATCH)]
@@ -103,10 +103,10 @@ def twin_parity(paths: dict[str, Path], photos: list[Path]) -> dict[str, Any]:
     for graph in ("fp32", "int8-cpu"):
         for backend_name in BACKENDS:
             options = parse_onnx_variant(backend_name)
-            with Predictor(paths[graph], device="cpu", **options) as twin:
+            with Predictor(paths[graph], device="cpu", options=options) as twin:
                 reference = twin.scores(photos, BATCH)
                 thresholds = twin.thresholds
-            with Predictor(paths[graph + "+uint8"], device="cpu", **options) as frames:
+            with Predictor(paths[graph + "+uint8"], device="cpu", options=options) as frames:
                 scores = frames.scores(photos, BATCH)
             c = compare_scores(reference, scores, thresholds, None)
             rows[f"{graph} {backend_name}"] = {

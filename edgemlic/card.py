@@ -106,7 +106,8 @@ class ModelCard:
     class_thresholds: tuple[float, ...] | None = None
     precision: str = "fp32"
     training_data: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, str] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Where it came from: JSON values (hashes, counts, lists), written by training and export."""
     stream_smoothing: StreamSmoothing | None = None
     """Written only when set, so cards without it stay readable by edgemlic from before it."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -107,15 +108,16 @@ def tiny_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 def exported(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """model.fp32.onnx, model.fp16.onnx and the INT8 graphs (TensorRT and CPU forms) of tiny_checkpoint,
     written by `edgemlic export` (calibrated on 16 generated images); treat as read-only."""
-    from edgemlic.export.pipeline import export_model
+    from edgemlic.export.pipeline import Int8Options, export_model
 
     out = tmp_path_factory.mktemp("exported")
-    calibration = {"calibration_data": synth_root, "calibration_count": 16, "cache_dir": out / "cache"}
+    calibration = Int8Options(calib_data=synth_root, calib_images=16, calib_cache=out / "cache")
+    cpu = dataclasses.replace(calibration, target="cpu")
     return {
         "fp32": export_model(tiny_checkpoint, out, "fp32").path,
         "fp16": export_model(tiny_checkpoint, out, "fp16").path,
-        "int8": export_model(tiny_checkpoint, out, "int8", **calibration).path,
-        "int8-cpu": export_model(tiny_checkpoint, out, "int8", int8_target="cpu", **calibration).path,
+        "int8": export_model(tiny_checkpoint, out, "int8", int8=calibration).path,
+        "int8-cpu": export_model(tiny_checkpoint, out, "int8", int8=cpu).path,
     }
 
 

@@ -414,7 +414,7 @@ def test_an_empty_list_is_refused_by_every_command(cli, exported, synth_root, tm
 
 
 def test_options_that_would_do_nothing_are_refused(cli, tiny_checkpoint, exported, synth_root, tmp_path):
-    from edgemlic.export.pipeline import export_model
+    from edgemlic.export.pipeline import Int8Options, export_model
 
     out = tmp_path / "out"
     plain = ["export", tiny_checkpoint, "--out", out]
@@ -440,6 +440,8 @@ def test_options_that_would_do_nothing_are_refused(cli, tiny_checkpoint, exporte
     for args, message in cases:
         fails_in_one_line(cli, args, message, tmp_path)
     with pytest.raises(EdgemlicError, match="--seed applies to INT8 export only"):
-        export_model(tiny_checkpoint, out, "fp32", seed=3)
+        export_model(tiny_checkpoint, out, "fp32", int8=Int8Options(seed=3))
     with pytest.raises(EdgemlicError, match="--holdout-split applies to the search for float layers"):
-        export_model(tiny_checkpoint, out, "int8", calibration_data=synth_root, held_out_split="val2017")
+        export_model(
+            tiny_checkpoint, out, "int8", int8=Int8Options(calib_data=synth_root, holdout_split="val2017")
+        )

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgemlic.export.pipeline import export_model
+from edgemlic.export.pipeline import Int8Options, export_model
 from edgemlic.runtime import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def models(tiny_checkpoint, synth_root, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("deploy-models")
     fp32 = export_model(tiny_checkpoint, out, "fp32").path
     int8 = export_model(
-        tiny_checkpoint, out, "int8", calibration_data=synth_root, calibration_count=16, int8_target="cpu"
+        tiny_checkpoint, out, "int8", int8=Int8Options(calib_data=synth_root, calib_images=16, target="cpu")
     ).path
     return {"fp32": fp32, "int8": int8}
 

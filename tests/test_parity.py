@@ -14,7 +14,7 @@ from edgemlic.cli import main
 from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
 from edgemlic.errors import EdgemlicError
 from edgemlic.export.onnx import set_card
-from edgemlic.export.pipeline import export_model
+from edgemlic.export.pipeline import Int8Options, export_model
 from edgemlic.images import preprocess_batch
 from edgemlic.parity import DEFAULT_BUDGETS, budgets_with_overrides, run_parity
 from edgemlic.runtime.onnx_backend import OnnxBackend
@@ -77,11 +77,13 @@ def artifacts(learned_checkpoint, synth_root, tmp_path_factory):
         learned_checkpoint,
         out / "good",
         "int8",
-        calibration_data=synth_root,
-        calibration_split="val2017",
-        calibration_count=16,
-        calibration_manifest=out / "good.json",
-        cache_dir=cache,
+        int8=Int8Options(
+            calib_data=synth_root,
+            calib_split="val2017",
+            calib_images=16,
+            calib_manifest=out / "good.json",
+            calib_cache=cache,
+        ),
     ).path
     # Solid images of the dataset's mean colour: every calibrated range collapses around one value, so
     # real activations are clipped. This is the artifact the gate exists to stop; export's own gate
@@ -218,8 +220,8 @@ def moved_int8(tiny_checkpoint, synth_root, tmp_path_factory):
     """model.int8.onnx exported (and gated) from tiny_checkpoint with its weights moved by 1 %."""
     out = tmp_path_factory.mktemp("moved")
     moved = _moved(tiny_checkpoint, out / "moved.pt")
-    calibration = {"calibration_data": synth_root, "calibration_count": 16, "cache_dir": out / "cache"}
-    return export_model(moved, out, "int8", **calibration).path
+    calibration = Int8Options(calib_data=synth_root, calib_images=16, calib_cache=out / "cache")
+    return export_model(moved, out, "int8", int8=calibration).path
 
 
 def test_an_artifact_of_another_checkpoint_is_refused(tiny_checkpoint, exported, moved_int8, synth_root):
@@ -388,11 +390,13 @@ def test_coco_mini_fp32_passes_and_records_fp16_int8(coco_mini, tmp_path, tiny_c
             checkpoint,
             out,
             "int8",
-            calibration_data=coco_mini,
-            calibration_count=32,
-            calibration_manifest=tmp_path / "calib.json",
-            cache_dir=tmp_path / "cache",
-            int8_target="cpu",
+            int8=Int8Options(
+                calib_data=coco_mini,
+                calib_images=32,
+                calib_manifest=tmp_path / "calib.json",
+                calib_cache=tmp_path / "cache",
+                target="cpu",
+            ),
         ).path
     )
     result = run_parity(checkpoint, paths, coco_mini, "val2017")

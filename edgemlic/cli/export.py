@@ -77,31 +77,28 @@ def export(
     """Export to ONNX with the model card inside, gated against PyTorch on real images."""
     from edgemlic.errors import EdgemlicError
     from edgemlic.export.mixed import int8_budget
-    from edgemlic.export.pipeline import MissingCalibrationError, export_model
+    from edgemlic.export.pipeline import Int8Options, MissingCalibrationError, export_model
     from edgemlic.export.report import format_report
     from edgemlic.io import write_json
 
     check_outputs(json_path)
     limits = (max_delta_f1, max_flip_rate, max_abs_diff)
+    int8 = Int8Options(
+        calib_data=calib_data,
+        calib_split=calib_split,
+        calib_images=calib_images,
+        calib_method=calib_method,
+        calib_manifest=calib_manifest,
+        calib_cache=calib_cache,
+        target=target,
+        seed=seed,
+        max_float_layers=max_float_layers,
+        budget=None if limits == (None, None, None) else int8_budget(*limits),
+        holdout_split=holdout_split,
+        keep_missed_budget=keep_missed_budget,
+    )
     try:
-        result = export_model(
-            checkpoint,
-            out,
-            precision,
-            calibration_data=calib_data,
-            calibration_split=calib_split,
-            calibration_count=calib_images,
-            calibration_method=calib_method,
-            calibration_manifest=calib_manifest,
-            int8_target=target,
-            cache_dir=calib_cache,
-            seed=seed,
-            max_float_layers=max_float_layers,
-            budget=None if limits == (None, None, None) else int8_budget(*limits),
-            held_out_split=holdout_split,
-            keep_missed_budget=keep_missed_budget,
-            input_dtype=input_dtype,
-        )
+        result = export_model(checkpoint, out, precision, int8=int8, input_dtype=input_dtype)
     except MissingCalibrationError:
         raise EdgemlicError(
             "INT8 export needs calibration images: add --calib-data COCO_ROOT (a COCO-format dataset root; "

@@ -207,7 +207,7 @@ def fold_std_into_first_conv(proto: Any, card: ModelCard, name: str = "model") -
         weights[conv.input[1]].CopyFrom(folded)
         weights[conv.input[1]].name = conv.input[1]
     pre = card.preprocessing
-    provenance = {**card.provenance, "deepstream_folded_std": ",".join(map(repr, pre.std))}
+    provenance = {**card.provenance, "deepstream_folded_std": list(pre.std)}
     set_card(model, card.replace(preprocessing=replace(pre, std=(1.0, 1.0, 1.0)), provenance=provenance))
     return model
 

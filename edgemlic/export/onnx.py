@@ -120,7 +120,7 @@ def set_card(model: Any, card: ModelCard) -> None:
     entry.key, entry.value = CARD_METADATA_KEY, card.to_json()
 
 
-def artifact_card(card: ModelCard, precision: str, checkpoint_sha256: str, **provenance: str) -> ModelCard:
+def artifact_card(card: ModelCard, precision: str, checkpoint_sha256: str, **provenance: Any) -> ModelCard:
     """The card an exported artifact carries: precision set, provenance extended."""
     return card.replace(
         precision=precision,
@@ -129,7 +129,7 @@ def artifact_card(card: ModelCard, precision: str, checkpoint_sha256: str, **pro
             "checkpoint_sha256": checkpoint_sha256,
             "precision": precision,
             "edgemlic_version": __version__,
-            "opset": str(OPSET),
+            "opset": OPSET,
             **provenance,
         },
     )
@@ -176,16 +176,11 @@ def gate_batch(images: Sequence[ImageSource] | None, card: ModelCard) -> np.ndar
     return preprocess_batch(sources, card.preprocessing)
 
 
-def with_sigmoid(model: Any) -> Any:
-    """The network as exported: logits -> sigmoid, so the graph outputs probabilities."""
-    import torch
-
-    return torch.nn.Sequential(model, torch.nn.Sigmoid()).eval()
-
-
 def pytorch_scores(model: Any, batch: np.ndarray) -> np.ndarray:
     """The reference probabilities every gate compares with: the checkpoint's network in PyTorch."""
     import torch
+
+    from edgemlic.models import with_sigmoid
 
     with torch.no_grad():
         return with_sigmoid(model)(torch.from_numpy(batch)).numpy()
@@ -198,6 +193,8 @@ def export_fp32(model: Any, card: ModelCard, path: Path) -> Graph:
     or gate leaves nothing behind.
     """
     import torch
+
+    from edgemlic.models import with_sigmoid
 
     size = card.preprocessing.input_size
     # Batch 2 for the example: torch.export specializes dimensions of size 0 and 1.

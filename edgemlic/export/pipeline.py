@@ -12,6 +12,7 @@ of its precision with the normalization moved inside (`onnx.with_uint8_input`), 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -31,6 +32,98 @@ from edgemlic.io import atomic_path, check_output_file, check_output_folder
 
 class MissingCalibrationError(EdgemlicError):
     """INT8 export was asked for without calibration images; the CLI says it in its own options."""
+
+
+NEEDS_CALIBRATION = (
+    "INT8 export needs calibration images: give int8=Int8Options(calib_data=COCO_ROOT) or calib_files"
+)
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How an INT8 export calibrates, for which target, and what it must keep.
+
+    Each field is the `edgemlic export` option of the same name (`calib_images` is --calib-images, a
+    count), except `calib_files`, the Python-only alternative to `calib_data`: exactly these images.
+    """
+
+    calib_data: Path | None = None
+    """COCO-format root to draw class-balanced calibration images from."""
+    calib_files: tuple[Path, ...] | None = None
+    """Or exactly these image files, in this order (a recipe's own list, or a test's)."""
+    calib_split: str = "train2017"
+    calib_images: int | None = None
+    """How many (None: 256, or what a smaller split has beside the gate's images; the report says so)."""
+    calib_method: str = "percentile"
+    calib_manifest: Path | None = None
+    """Where the image list goes (None: beside the artifact, model.int8.calibration.json)."""
+    calib_cache: Path | None = None
+    target: str = "tensorrt"
+    seed: int = 0
+    max_float_layers: int = 0
+    """Above 0: meet `budget` against FP32 on held-out images, keeping up to this many layers in float."""
+    budget: Budget | None = None
+    """None: parity's INT8 limits for F1 and flips (`export.mixed.int8_budget`)."""
+    holdout_split: str | None = None
+    """The split of `calib_data` the budget is measured on (None: `calib_split`)."""
+    keep_missed_budget: bool = False
+    """Write a graph whose verdict missed the budget anyway, its card saying so."""
+
+    def __post_init__(self) -> None:
+        from edgemlic import checks
+        from edgemlic.export.int8 import check_int8_options
+
+        for name in ("calib_data", "calib_manifest", "calib_cache"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.calib_files is not None:
+            object.__setattr__(self, "calib_files", tuple(Path(f) for f in self.calib_files))
+        check_int8_options(self.calib_method, self.target)
+        if self.calib_images is not None:
+            checks.at_least("calib_images", self.calib_images, 1)
+        checks.at_least("seed", self.seed, 0)
+        checks.at_least("max_float_layers", self.max_float_layers, 0)
+
+    def changed(self) -> list[str]:
+        """The options set away from their defaults, as the command line names them."""
+        return [
+            _OPTION_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != f.default
+        ]
+
+    def check(self) -> None:
+        """Refuse a combination that cannot run, or an option that would do nothing: a user who set an
+        option expects it to act."""
+        if self.calib_data is None and self.calib_files is None:
+            raise MissingCalibrationError(NEEDS_CALIBRATION)
+        if self.calib_data is not None and self.calib_files is not None:
+            raise EdgemlicError("INT8 export calibrates on calib_data or calib_files, not both")
+        if self.max_float_layers and self.calib_files is not None:
+            raise EdgemlicError(
+                "choosing float layers needs labelled held-out images: calibrate with --calib-data COCO_ROOT "
+                "(calib_data), not an image list"
+            )
+        search_only = [
+            option for option in self.changed() if option in _SEARCH_OPTIONS and not self.max_float_layers
+        ]
+        if search_only:
+            raise EdgemlicError(
+                f"{search_only[0]} applies to the search for float layers only; add --max-float-layers N, "
+                "or drop it"
+            )
+
+    @property
+    def measured_split(self) -> str:
+        return self.holdout_split or self.calib_split
+
+
+_OPTION_NAMES = {
+    "calib_files": "calib_files",
+    "budget": "the budget (--max-delta-f1, --max-flip-rate, --max-abs-diff)",
+}
+"""Int8Options fields whose command-line name is not --<field>."""
+_SEARCH_OPTIONS = (_OPTION_NAMES["budget"], "--holdout-split", "--keep-missed-budget")
 
 
 @dataclass(frozen=True)
@@ -54,36 +147,14 @@ def export_model(
     out_dir: str | Path,
     precision: str = "fp32",
     *,
-    calibration_data: str | Path | None = None,
-    calibration_split: str = "train2017",
-    calibration_count: int | None = None,
-    calibration_method: str = "percentile",
-    calibration_images: Sequence[str | Path] | None = None,
-    calibration_manifest: str | Path | None = None,
-    int8_target: str = "tensorrt",
+    int8: Int8Options | None = None,
     gate_images: Sequence[str | Path] | None = None,
-    cache_dir: str | Path | None = None,
-    seed: int = 0,
-    max_float_layers: int = 0,
-    budget: Budget | None = None,
-    held_out_split: str | None = None,
-    keep_missed_budget: bool = False,
     input_dtype: str = "float32",
 ) -> ExportResult:
     """Export `checkpoint` to `out_dir/model.<precision>.onnx` and return the artifact and its report.
 
-    INT8 calibrates on `calibration_count` class-balanced images of COCO-format `calibration_data`
-    (split `calibration_split`; None: 256, or what a smaller split has beside the gate's images, which the
-    report notes) or on exactly the files in `calibration_images`; the image list goes
-    to `calibration_manifest` (default: beside the artifact, `model.int8.calibration.json`). Gates run
-    on `gate_images`, else on the calibration images, else on a few generated JPEGs.
-
-    With `max_float_layers` > 0, INT8 must meet `budget` (default: parity's INT8 F1 and flip limits)
-    against the FP32 graph on labelled images calibration did not use (of `held_out_split`, by default
-    the calibration split), keeping up to that many layers in float (`export.mixed`); when it cannot,
-    or when the layers chosen miss the budget on the verdict half of those images, nothing is written
-    (`keep_missed_budget` writes a graph that missed its verdict anyway, its card saying so).
-
+    INT8 calibrates as `int8` says (Int8Options). Gates run on `gate_images`, else on held-out images of
+    the calibration split, else on the calibration images, else on a few generated JPEGs.
     `input_dtype="uint8"` writes model.<precision>.uint8-input.onnx, which takes N x S x S x 3 uint8
     crops (`images.preprocess` with its card) and normalizes them inside; its float twin is made the
     same way in memory and the two must decide alike on the gate images.
@@ -92,167 +163,187 @@ def export_model(
     reference outputs computed once, and each graph written once.
     """
     from edgemlic.checkpoint import build_model, load_checkpoint
-    from edgemlic.export import int8 as int8_export
-    from edgemlic.export.onnx import artifact_card, gate, gate_batch, pytorch_scores
+    from edgemlic.export.onnx import gate, gate_batch, pytorch_scores
     from edgemlic.export.report import graph_summary
 
     started = time.perf_counter()
-    if precision not in PRECISIONS:
-        raise EdgemlicError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if input_dtype not in INPUT_FORMATS:
-        raise EdgemlicError(f"input {input_dtype!r} is not one of {', '.join(INPUT_FORMATS)}")
-    _check_int8_arguments(
-        precision,
-        calibration_data=calibration_data,
-        calibration_split=calibration_split,
-        calibration_count=calibration_count,
-        calibration_method=calibration_method,
-        calibration_images=calibration_images,
-        calibration_manifest=calibration_manifest,
-        int8_target=int8_target,
-        cache_dir=cache_dir,
-        seed=seed,
-        max_float_layers=max_float_layers,
-        budget=budget,
-        held_out_split=held_out_split,
-        keep_missed_budget=keep_missed_budget,
-    )
+    _check_request(precision, int8, input_dtype)
     out_dir = Path(out_dir)
-    path = out_dir / artifact_name(precision, int8_target, input_dtype)
+    path = out_dir / artifact_name(precision, int8.target if precision == "int8" else "tensorrt", input_dtype)
     payload = load_checkpoint(checkpoint)
-    card, checkpoint_sha256 = payload["card"], payload["sha256"]
+    source = _Source(checkpoint_file(checkpoint), payload["sha256"], payload["card"])
     model = build_model(payload, checkpoint)
-
-    calibration = None  # chosen before anything is written, so bad calibration input fails first
-    if precision == "int8" and calibration_images is not None:
-        calibration = int8_export.image_list_calibration_set(calibration_images, card, calibration_method)
-    elif precision == "int8":
-        calibration = int8_export.coco_calibration_set(
-            calibration_data, calibration_split, card, calibration_count, calibration_method, seed
-        )
-    held_out = None
-    if precision == "int8" and max_float_layers:
-        from edgemlic.export.mixed import held_out_images
-
-        held_out = held_out_images(
-            calibration_data, held_out_split or calibration_split, card, calibration.paths, seed, budget
-        )
-    check_output_folder(out_dir)  # the inputs are good: now the place, before minutes of work
-    if calibration_manifest is not None:
-        check_output_file(calibration_manifest)
-    gate_sources, gate_source = _gate_sources(
-        gate_images, calibration, calibration_data, calibration_split, card, seed
-    )
-    batch = gate_batch(gate_sources, card)
-    expected = pytorch_scores(model, batch)
+    # Calibration input is read before anything is written, so bad input fails first; then the place.
+    calibration = _Calibration.prepare(int8, source.card, path) if precision == "int8" else None
+    check_output_folder(out_dir)
+    if calibration is not None:
+        check_output_file(calibration.manifest)
+    gate_sources, gate_source = _gate_sources(gate_images, calibration, source.card)
+    batch = gate_batch(gate_sources, source.card)
 
     # Every file goes to a temporary name beside its place and is moved there only when the whole
     # export has passed: a refusal at any step leaves the folder as it was.
     with contextlib.ExitStack() as staging:
-        fp32 = _fp32_graph(
-            model, card, out_dir / artifact_name("fp32"), checkpoint_sha256, expected, batch, staging
-        )
-        report: dict[str, Any] = {
-            "artifact": str(path),
-            "precision": precision,
-            "checkpoint": str(checkpoint_file(checkpoint)),
-            "checkpoint_sha256": checkpoint_sha256,
-            "opset": OPSET,
-            "gate_images": gate_source,
-            "fp32": {
-                "path": str(out_dir / artifact_name("fp32")),
-                "reused": fp32.reused,
-                "size_bytes": fp32.graph.path.stat().st_size,
-                "gate": fp32.gate,
-            },
-        }
-
-        if precision == "fp32":
-            final, final_gate = fp32.graph, fp32.gate
-        else:
-            tmp = staging.enter_context(atomic_path(path))
-            if precision == "fp16":
-                final = _convert_fp16(fp32.graph, tmp, checkpoint_sha256)
-            else:
-                card8 = artifact_card(
-                    fp32.graph.card,
-                    "int8",
-                    checkpoint_sha256,
-                    calibration_manifest_sha256=calibration.manifest_sha256,
-                    calibration_method=calibration_method,
-                    calibration_images=str(len(calibration.paths)),
-                    int8_target=int8_target,
-                )
-                quantized = int8_export.quantize_int8(
-                    fp32.graph,
-                    tmp,
-                    card8,
-                    calibration,
-                    calibration_method,
-                    int8_target,
-                    Path(cache_dir) if cache_dir else None,
-                )
-                final = quantized.graph
-                if held_out is not None:
-                    choice = _mixed_precision(
-                        fp32.graph,
-                        final,
-                        card8,
-                        int8_target,
-                        held_out,
-                        budget,
-                        max_float_layers,
-                        tmp,
-                        keep_missed_budget,
-                    )
-                    final = choice.graph
-                    report["mixed"] = choice.record | {"held_out_split": held_out_split or calibration_split}
+        fp32_path = out_dir / artifact_name("fp32")
+        fp32 = _fp32_graph(model, source, fp32_path, pytorch_scores(model, batch), batch, staging)
+        report = _report_start(path, precision, source, gate_source, fp32, fp32_path)
+        tmp = staging.enter_context(atomic_path(path)) if path != fp32_path else None
+        final, final_gate = fp32.graph, fp32.gate
+        if precision != "fp32":
+            final, report_part = _reduced_precision(precision, fp32, tmp, source, calibration)
+            report |= report_part
             # Judged by the export budget of the precision (compare.BUDGETS): NaN, a broken conversion or
             # INT8 ranges far off on images calibration did not use stop the export with nothing written.
             final_gate = gate(fp32.scores, final.scores(batch), final.card, "fp32-onnx")
-            if input_dtype == "uint8":
-                final, report["input"] = _uint8_input_graph(final, tmp, batch, gate_sources)
-        if precision == "fp32" and input_dtype == "uint8":
-            tmp = staging.enter_context(atomic_path(path))
+        if input_dtype == "uint8":
             final, report["input"] = _uint8_input_graph(final, tmp, batch, gate_sources)
-        if precision == "int8":
-            if calibration_manifest is None:
-                calibration_manifest = path.with_name(path.name.removesuffix(".onnx") + ".calibration.json")
-            staging.enter_context(atomic_path(calibration_manifest)).write_text(
-                calibration.manifest_text, encoding="utf-8"
-            )
-            report["int8_target"] = int8_target
-            report["calibration"] = {
-                "manifest": str(calibration_manifest),
-                "manifest_sha256": calibration.manifest_sha256,
-                "method": calibration_method,
-                "images": len(calibration.paths),
-                "cache_hit": quantized.cache_hit,
-                "cache_file": str(quantized.cache_file),
-                "cache_rejected": quantized.cache_problem,
-                "note": calibration.note,
-            }
-
-        report_path = path.with_name(path.name.removesuffix(".onnx") + ".export.json")
-        report |= {
-            "graph": graph_summary(final.proto, final.path),
-            "gate": final_gate,
-            "seconds": round(time.perf_counter() - started, 2),
-            "report": str(report_path),
-        }
-        staging.enter_context(atomic_path(report_path)).write_text(
-            json.dumps(report, indent=2) + "\n", encoding="utf-8"
-        )
+        if calibration is not None:
+            manifest = staging.enter_context(atomic_path(calibration.manifest))
+            manifest.write_text(calibration.images.manifest_text, "utf-8")
+        report |= {"graph": graph_summary(final.proto, final.path), "gate": final_gate}
+        report_path = _stage_report(report, path, started, staging)
     return ExportResult(path, final.card, report, report_path)
 
 
+def _stage_report(
+    report: dict[str, Any], artifact: Path, started: float, staging: contextlib.ExitStack
+) -> Path:
+    """Finish the report (time taken, where it lies) and stage it as JSON beside the artifact."""
+    path = artifact.with_name(_stem(artifact) + ".export.json")
+    report |= {"seconds": round(time.perf_counter() - started, 2), "report": str(path)}
+    staging.enter_context(atomic_path(path)).write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    return path
+
+
+def _check_request(precision: str, int8: Int8Options | None, input_dtype: str) -> None:
+    if precision not in PRECISIONS:
+        raise EdgemlicError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if input_dtype not in INPUT_FORMATS:
+        raise EdgemlicError(f"input {input_dtype!r} is not one of {', '.join(INPUT_FORMATS)}")
+    if precision == "int8":
+        if int8 is None:
+            raise MissingCalibrationError(NEEDS_CALIBRATION)
+        int8.check()
+    elif int8 is not None and int8.changed():
+        raise EdgemlicError(
+            f"{int8.changed()[0]} applies to INT8 export only; drop it, or export with --precision int8"
+        )
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".onnx")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The checkpoint an export starts from."""
+
+    file: Path
+    sha256: str
+    card: ModelCard
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    """An INT8 export's images, chosen before anything is written: the calibration set, and for the
+    search for float layers the labelled held-out halves it searches and judges on."""
+
+    options: Int8Options
+    images: Any
+    """export.int8.CalibrationSet"""
+    held_out: tuple[Any, Any] | None
+    manifest: Path
+    """Where the image list goes: the option's file, or model.int8[-cpu].calibration.json."""
+
+    @classmethod
+    def prepare(cls, options: Int8Options, card: ModelCard, artifact: Path) -> _Calibration:
+        from edgemlic.export import int8
+
+        if options.calib_files is not None:
+            images = int8.image_list_calibration_set(options.calib_files, card, options.calib_method)
+        else:
+            images = int8.coco_calibration_set(
+                options.calib_data,
+                options.calib_split,
+                card,
+                options.calib_images,
+                options.calib_method,
+                options.seed,
+            )
+        held_out = None
+        if options.max_float_layers:
+            from edgemlic.export.mixed import held_out_images
+
+            held_out = held_out_images(
+                options.calib_data, options.measured_split, card, images.paths, options.seed, options.budget
+            )
+        manifest = options.calib_manifest or artifact.with_name(_stem(artifact) + ".calibration.json")
+        return cls(options, images, held_out, manifest)
+
+
+def _report_start(
+    path: Path, precision: str, source: _Source, gate_source: str, fp32: _Fp32, fp32_path: Path
+) -> dict[str, Any]:
+    return {
+        "artifact": str(path),
+        "precision": precision,
+        "checkpoint": str(source.file),
+        "checkpoint_sha256": source.sha256,
+        "opset": OPSET,
+        "gate_images": gate_source,
+        "fp32": {
+            "path": str(fp32_path),
+            "reused": fp32.reused,
+            "size_bytes": fp32.graph.path.stat().st_size,
+            "gate": fp32.gate,
+        },
+    }
+
+
+def _reduced_precision(
+    precision: str, fp32: _Fp32, path: Path, source: _Source, calibration: _Calibration | None
+) -> tuple[Graph, dict[str, Any]]:
+    """The FP16 or INT8 graph derived from the FP32 one, written to `path`, and its part of the report."""
+    if precision == "fp16":
+        return _convert_fp16(fp32.graph, path, source.sha256), {}
+    from edgemlic.export import int8 as int8_export
+    from edgemlic.export.onnx import artifact_card
+
+    options, images = calibration.options, calibration.images
+    card = artifact_card(
+        fp32.graph.card,
+        "int8",
+        source.sha256,
+        calibration_manifest_sha256=images.manifest_sha256,
+        calibration_method=options.calib_method,
+        calibration_images=len(images.paths),
+        int8_target=options.target,
+    )
+    quantized = int8_export.quantize_int8(
+        fp32.graph, path, card, images, options.calib_method, options.target, options.calib_cache
+    )
+    report: dict[str, Any] = {
+        "int8_target": options.target,
+        "calibration": {
+            "manifest": str(calibration.manifest),
+            "manifest_sha256": images.manifest_sha256,
+            "method": options.calib_method,
+            "images": len(images.paths),
+            "cache_hit": quantized.cache_hit,
+            "cache_file": str(quantized.cache_file),
+            "cache_rejected": quantized.cache_problem,
+            "note": images.note,
+        },
+    }
+    if calibration.held_out is None:
+        return quantized.graph, report
+    choice = _mixed_precision(fp32.graph, quantized.graph, card, calibration, path)
+    report["mixed"] = choice.record | {"held_out_split": options.measured_split}
+    return choice.graph, report
+
+
 def _gate_sources(
-    gate_images: Sequence[str | Path] | None,
-    calibration: Any,
-    calibration_data: str | Path | None,
-    split: str,
-    card: ModelCard,
-    seed: int,
+    gate_images: Sequence[str | Path] | None, calibration: _Calibration | None, card: ModelCard
 ) -> tuple[list | None, str]:
     """The images every gate runs on, and where they come from: the given ones; for INT8, images of the
     calibration split that calibration did not use (ranges judged on the images they came from would
@@ -264,11 +355,14 @@ def _gate_sources(
         return list(gate_images), "given"
     if calibration is None:
         return None, "generated"
-    if calibration_data is not None:
-        held_out = held_out_gate_images(calibration_data, split, card, calibration.paths, seed)
+    options = calibration.options
+    if options.calib_data is not None:
+        held_out = held_out_gate_images(
+            options.calib_data, options.calib_split, card, calibration.images.paths, options.seed
+        )
         if held_out:
-            return held_out, f"held-out {split}"
-    return list(calibration.images), "calibration (not held-out)"
+            return held_out, f"held-out {options.calib_split}"
+    return list(calibration.images.images), "calibration (not held-out)"
 
 
 @dataclass(frozen=True)
@@ -282,9 +376,8 @@ class _Fp32:
 
 def _fp32_graph(
     model: Any,
-    card: ModelCard,
+    source: _Source,
     path: Path,
-    checkpoint_sha256: str,
     expected: np.ndarray,
     batch: np.ndarray,
     staging: contextlib.ExitStack,
@@ -297,12 +390,12 @@ def _fp32_graph(
     """
     from edgemlic.export.onnx import artifact_card, export_fp32, gate
 
-    reused = _reusable_fp32(path, checkpoint_sha256, expected, batch)
+    reused = _reusable_fp32(path, source.sha256, expected, batch)
     if reused is not None:
         return reused
     import torch
 
-    fp32_card = artifact_card(card, "fp32", checkpoint_sha256, exporter=f"torch {torch.__version__}")
+    fp32_card = artifact_card(source.card, "fp32", source.sha256, exporter=f"torch {torch.__version__}")
     graph = export_fp32(model, fp32_card, staging.enter_context(atomic_path(path)))
     scores = graph.scores(batch)
     return _Fp32(graph, scores, gate(expected, scores, fp32_card, "pytorch"), reused=False)
@@ -321,7 +414,7 @@ def _reusable_fp32(
         same = (
             card.precision == "fp32"
             and card.provenance.get("checkpoint_sha256") == checkpoint_sha256
-            and card.provenance.get("opset") == str(OPSET)
+            and card.provenance.get("opset") == OPSET
         )
         if not same:
             return None
@@ -375,89 +468,28 @@ class _Mixed:
 
 
 def _mixed_precision(
-    fp32: Graph,
-    int8: Graph,
-    card: ModelCard,
-    target: str,
-    held_out: tuple[Any, Any],
-    budget: Budget | None,
-    max_float_layers: int,
-    path: Path,
-    keep_missed: bool,
+    fp32: Graph, int8: Graph, card: ModelCard, calibration: _Calibration, path: Path
 ) -> _Mixed:
     """Keep the fewest layers in float for the budget to hold, and write that graph to `path`."""
-    import json
-
     from edgemlic.export.mixed import choose_float_layers, int8_budget
     from edgemlic.export.onnx import set_card, write_graph
 
-    budget = budget or int8_budget()
+    options = calibration.options
+    budget = options.budget or int8_budget()
     choice = choose_float_layers(
-        fp32.proto, int8.proto, target, *held_out, card.thresholds(), budget, max_float_layers, keep_missed
+        fp32.proto,
+        int8.proto,
+        options.target,
+        *calibration.held_out,
+        card.thresholds(),
+        budget,
+        options.max_float_layers,
+        options.keep_missed_budget,
     )
     provenance = {
-        "int8_float_layers": ",".join(choice.float_layers),
-        "int8_budget": json.dumps({k: v for k, v in budget.to_dict().items() if v is not None}),
+        "int8_float_layers": list(choice.float_layers),
+        "int8_budget": {k: v for k, v in budget.to_dict().items() if v is not None},
         "int8_budget_verdict": "met" if choice.verdict_met else "missed",
     }
     set_card(choice.model, card.replace(provenance={**card.provenance, **provenance}))
     return _Mixed(write_graph(choice.model, path), choice.to_dict())
-
-
-_INT8_OPTIONS = {
-    "calibration_data": "--calib-data",
-    "calibration_split": "--calib-split",
-    "calibration_count": "--calib-images",
-    "calibration_method": "--calib-method",
-    "calibration_images": "calibration_images",
-    "calibration_manifest": "--calib-manifest",
-    "int8_target": "--target",
-    "cache_dir": "--calib-cache",
-    "seed": "--seed",
-    "max_float_layers": "--max-float-layers",
-    "budget": "the budget (--max-delta-f1, --max-flip-rate, --max-abs-diff)",
-    "held_out_split": "--holdout-split",
-    "keep_missed_budget": "--keep-missed-budget",
-}
-"""export_model's INT8-only arguments and the command-line options that set them."""
-
-
-def _check_int8_arguments(precision: str, **given: Any) -> None:
-    """Every INT8 argument is checked, and one that would do nothing is refused, naming it: a user who
-    set an option expects it to act. `given` holds every argument of _INT8_OPTIONS; one is set when it
-    differs from export_model's default."""
-    import inspect
-
-    from edgemlic import checks
-    from edgemlic.export.int8 import check_int8_options
-
-    defaults = inspect.signature(export_model).parameters
-    changed = [name for name in _INT8_OPTIONS if given[name] != defaults[name].default]
-    if precision != "int8":
-        if changed:
-            raise EdgemlicError(
-                f"{_INT8_OPTIONS[changed[0]]} applies to INT8 export only; drop it, or export with "
-                "--precision int8"
-            )
-        return
-    if given["calibration_data"] is None and given["calibration_images"] is None:
-        raise MissingCalibrationError(
-            "INT8 export needs calibration images: pass calibration_data (a COCO-format root) or "
-            "calibration_images (image files)"
-        )
-    if given["calibration_data"] is not None and given["calibration_images"] is not None:
-        raise EdgemlicError("INT8 export calibrates on calibration_data or calibration_images, not both")
-    check_int8_options(given["calibration_method"], given["int8_target"])
-    checks.at_least("seed", given["seed"], 0)
-    checks.at_least("max_float_layers", given["max_float_layers"], 0)
-    if given["max_float_layers"] and given["calibration_images"] is not None:
-        raise EdgemlicError(
-            "choosing float layers needs labelled held-out images: calibrate with --calib-data COCO_ROOT "
-            "(calibration_data), not an image list"
-        )
-    search_only = [name for name in ("budget", "held_out_split", "keep_missed_budget") if name in changed]
-    if search_only and not given["max_float_layers"]:
-        raise EdgemlicError(
-            f"{_INT8_OPTIONS[search_only[0]]} applies to the search for float layers only; add "
-            "--max-float-layers N, or drop it"
-        )

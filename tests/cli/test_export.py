@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgemlic.export.onnx import read_card
-from edgemlic.export.pipeline import export_model
+from edgemlic.export.pipeline import Int8Options, export_model
 from edgemlic.images import preprocess_batch
 from edgemlic.runtime.onnx_backend import OnnxBackend
 
@@ -56,11 +56,13 @@ def test_int8_from_the_command_line_equals_the_library(
         tiny_checkpoint,
         lib_dir,
         "int8",
-        calibration_data=synth_root,
-        calibration_count=16,
-        calibration_method="minmax",
-        int8_target="cpu",
-        calibration_manifest=tmp_path / "lib.json",
+        int8=Int8Options(
+            calib_data=synth_root,
+            calib_images=16,
+            calib_method="minmax",
+            target="cpu",
+            calib_manifest=tmp_path / "lib.json",
+        ),
     )
     report = json.loads((tmp_path / "report.json").read_text())
     assert report == json.loads((cli_dir / "model.int8-cpu.export.json").read_text())
@@ -90,7 +92,9 @@ def test_bad_input_is_one_named_line(args, message, tiny_checkpoint, tmp_path, c
     code, _, err = cli(["export", *args, "--out", tmp_path / "out"])
     assert code == 1
     assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err
-    assert "calibration_data" not in err and "Python" not in err  # the command line's words only
+    assert (
+        "calib_data" not in err and "Int8Options" not in err and "Python" not in err
+    )  # the command line's words only
     assert not (tmp_path / "out").exists()
 
 

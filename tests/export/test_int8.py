@@ -16,7 +16,7 @@ from edgemlic.data.coco import DEFAULT_CATEGORIES, load_coco_split
 from edgemlic.errors import EdgemlicError
 from edgemlic.export import int8 as int8_export
 from edgemlic.export.onnx import read_card, set_card
-from edgemlic.export.pipeline import export_model
+from edgemlic.export.pipeline import Int8Options, export_model
 from edgemlic.export.report import format_report
 from edgemlic.images import preprocess_batch
 from edgemlic.io import sha256_file
@@ -38,11 +38,11 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEMLIC_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def export_int8(checkpoint, out, synth_root, tmp_path, **options):
-    options = {"calibration_count": COUNT, "calibration_manifest": tmp_path / "manifest.json"} | options
-    if "calibration_images" not in options:
-        options["calibration_data"] = synth_root
-    return export_model(checkpoint, out, "int8", **options)
+def export_int8(checkpoint, out, synth_root, tmp_path, gate_images=None, **options):
+    options = {"calib_images": COUNT, "calib_manifest": tmp_path / "manifest.json"} | options
+    if "calib_files" not in options:
+        options["calib_data"] = synth_root
+    return export_model(checkpoint, out, "int8", int8=Int8Options(**options), gate_images=gate_images)
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +53,9 @@ def tensorrt_int8(tiny_checkpoint, out_dir, synth_root, tmp_path_factory):
         tiny_checkpoint,
         out_dir,
         "int8",
-        calibration_data=synth_root,
-        calibration_count=COUNT,
-        calibration_manifest=manifest,
-        cache_dir=cache,
+        int8=Int8Options(
+            calib_data=synth_root, calib_images=COUNT, calib_manifest=manifest, calib_cache=cache
+        ),
     )
 
 
@@ -110,11 +109,11 @@ def test_card_records_the_calibration(tensorrt_int8):
     assert (
         card.provenance["calibration_method"] == "percentile" and card.provenance["int8_target"] == "tensorrt"
     )
-    assert card.provenance["calibration_images"] == str(COUNT)
+    assert card.provenance["calibration_images"] == COUNT
 
 
 def test_cpu_form_has_uint8_activations(tiny_checkpoint, out_dir, synth_root, tmp_path):
-    result = export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, int8_target="cpu")
+    result = export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, target="cpu")
     assert result.path.name == "model.int8-cpu.onnx"
     model = onnx.load(str(result.path))
     inits, nodes = _qdq(model)
@@ -153,9 +152,9 @@ def test_cache_is_reused_only_when_everything_matches(
     passes = []
     real = int8_export.calibrate_ranges
     monkeypatch.setattr(int8_export, "calibrate_ranges", lambda *a: passes.append(a[3]) or real(*a))
-    first = export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, calibration_method="minmax")
+    first = export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, calib_method="minmax")
     first_bytes = first.path.read_bytes()
-    second = export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, calibration_method="minmax")
+    second = export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, calib_method="minmax")
     assert passes == ["minmax"]
     assert (first.report["calibration"]["cache_hit"], second.report["calibration"]["cache_hit"]) == (
         False,
@@ -163,22 +162,22 @@ def test_cache_is_reused_only_when_everything_matches(
     )
     assert second.path.read_bytes() == first_bytes  # cached ranges give exactly the same model
 
-    export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, calibration_method="entropy")
+    export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, calib_method="entropy")
     assert passes == ["minmax", "entropy"]
     other_images = export_int8(
         tiny_checkpoint,
         out_dir,
         synth_root,
         tmp_path,
-        calibration_method="minmax",
-        calibration_count=COUNT - 4,
+        calib_method="minmax",
+        calib_images=COUNT - 4,
     )
     assert passes == ["minmax", "entropy", "minmax"] and not other_images.report["calibration"]["cache_hit"]
 
     cache_file = second.report["calibration"]["cache_file"]
     with open(cache_file, "w") as f:
         f.write("{ truncated")
-    rebuilt = export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, calibration_method="minmax")
+    rebuilt = export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, calib_method="minmax")
     assert len(passes) == 4 and not rebuilt.report["calibration"]["cache_hit"]
     assert rebuilt.path.read_bytes() == first_bytes
     said = [line for line in format_report(rebuilt.report).splitlines() if "not used" in line]
@@ -200,9 +199,7 @@ def test_blank_calibration_images_are_refused_by_the_gate(
     assert good.report["gate"]["passed"] and good.report["gate_images"] == "given"
     written = {p: p.read_bytes() for p in (good.path, tmp_path / "manifest.json", good.report_path)}
     with pytest.raises(EdgemlicError, match="export gate failed for the int8 graph") as error:
-        export_int8(
-            tiny_checkpoint, out_dir, synth_root, tmp_path, calibration_images=blank, gate_images=val_images
-        )
+        export_int8(tiny_checkpoint, out_dir, synth_root, tmp_path, calib_files=blank, gate_images=val_images)
     assert "mean_abs_diff" in str(error.value) and "\n" not in str(error.value)
     assert {p: p.read_bytes() for p in written} == written
 
@@ -237,7 +234,9 @@ def test_a_calibration_far_off_is_refused_with_nothing_written(
     with pytest.raises(
         EdgemlicError, match="export gate failed for the int8 graph against fp32-onnx"
     ) as error:
-        export_model(tiny_checkpoint, out, "int8", calibration_data=synth_root, calibration_count=COUNT)
+        export_model(
+            tiny_checkpoint, out, "int8", int8=Int8Options(calib_data=synth_root, calib_images=COUNT)
+        )
     assert "flip_rate" in str(error.value) and "no model was written" in str(error.value)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -328,22 +327,19 @@ def test_a_cache_that_fails_any_check_is_calibrated_again(
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"calibration_data": "/no/such/coco"}, "COCO root folder not found"),
-        ({"calibration_count": 10_000}, "fewer than the 10000 calibration images"),
-        ({"calibration_data": None}, r"needs calibration images: pass calibration_data \(a COCO-format root"),
-        ({"calibration_images": ["a.jpg"]}, "calibration_data or calibration_images, not both"),
-        ({"calibration_method": "kl"}, "calibration method 'kl'"),
-        ({"int8_target": "gpu"}, "INT8 target 'gpu'"),
+        ({"calib_data": "/no/such/coco"}, "COCO root folder not found"),
+        ({"calib_images": 10_000}, "fewer than the 10000 calibration images"),
+        ({"calib_images": 0}, "--calib-images 0: must be at least 1"),
+        ({"calib_data": None}, r"needs calibration images: give int8=Int8Options\(calib_data=COCO_ROOT\)"),
+        ({"calib_files": ["a.jpg"]}, "calib_data or calib_files, not both"),
+        ({"calib_method": "kl"}, "calibration method 'kl'"),
+        ({"target": "gpu"}, "INT8 target 'gpu'"),
     ],
 )
 def test_bad_calibration_input_is_one_named_error(options, message, tiny_checkpoint, synth_root, tmp_path):
-    base = {
-        "calibration_data": synth_root,
-        "calibration_count": COUNT,
-        "calibration_manifest": tmp_path / "m.json",
-    }
+    base = {"calib_data": synth_root, "calib_images": COUNT, "calib_manifest": tmp_path / "m.json"}
     with pytest.raises(EdgemlicError, match=message) as error:
-        export_model(tiny_checkpoint, tmp_path / "out", "int8", **(base | options))
+        export_model(tiny_checkpoint, tmp_path / "out", "int8", int8=Int8Options(**(base | options)))
     assert "\n" not in str(error.value)
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()
 
@@ -365,7 +361,9 @@ def test_coco_mini_selection_and_calibration_on_real_photos(
     # The tiny model knows shapes, not COCO classes, but its ranges can come from real photographs.
     # The manifest lands beside the artifact, wherever the command was started from.
     monkeypatch.chdir(tmp_path)
-    result = export_model(tiny_checkpoint, tmp_path / "out", "int8", calibration_images=calibration.paths)
+    result = export_model(
+        tiny_checkpoint, tmp_path / "out", "int8", int8=Int8Options(calib_files=calibration.paths)
+    )
     assert result.report["calibration"]["images"] == 32 and result.report["gate"]["images"] == 32
     assert result.report["gate_images"] == "calibration (not held-out)"  # an image list has no others
     written = tmp_path / "out" / "model.int8.calibration.json"

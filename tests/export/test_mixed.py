@@ -19,10 +19,10 @@ from edgemlic.export.mixed import (
     layer_names,
 )
 from edgemlic.export.onnx import graph_scores, load_graph
-from edgemlic.export.pipeline import export_model
+from edgemlic.export.pipeline import Int8Options, export_model
 from edgemlic.export.report import _mixed_lines
 
-CALIBRATION = {"calibration_count": 16}
+CALIBRATION = {"calib_images": 16}
 
 
 @pytest.fixture(scope="module")
@@ -73,22 +73,26 @@ def test_the_tensorrt_form_keeps_qdq_only_where_the_card_says(
     import onnx
     from onnx import numpy_helper
 
-    plain = export_model(tiny_checkpoint, tmp_path, "int8", calibration_data=synth_root, **CALIBRATION)
+    plain = export_model(
+        tiny_checkpoint, tmp_path, "int8", int8=Int8Options(calib_data=synth_root, **CALIBRATION)
+    )
     fp32 = onnx.load(tmp_path / "model.fp32.onnx")
     limit = _reachable_limit(onnx.load(plain.path), fp32, "tensorrt", held_out)
     result = export_model(
         tiny_checkpoint,
         tmp_path,
         "int8",
-        calibration_data=synth_root,
-        max_float_layers=len(layer_names(fp32)),
-        budget=Budget(max_abs_diff=limit),
-        keep_missed_budget=True,  # the limit is reachable on the search images; the verdict may differ
-        **CALIBRATION,
+        int8=Int8Options(
+            calib_data=synth_root,
+            max_float_layers=len(layer_names(fp32)),
+            budget=Budget(max_abs_diff=limit),
+            keep_missed_budget=True,  # the limit is reachable on the search images; the verdict may differ
+            **CALIBRATION,
+        ),
     )
     mixed = result.report["mixed"]
     assert not mixed["search"]["plain"]["passed"] and mixed["search"]["mixed"]["passed"]  # measured
-    layers = result.card.provenance["int8_float_layers"].split(",")
+    layers = result.card.provenance["int8_float_layers"]
     assert layers == mixed["float_layers"] and 0 < len(layers) < len(layer_names(fp32))
 
     graph = onnx.load(result.path).graph
@@ -129,7 +133,7 @@ def test_no_mix_within_the_limit_writes_nothing(cli, synth_root, tiny_checkpoint
 
     from edgemlic.export.onnx import read_card, set_card
 
-    export_model(tiny_checkpoint, tmp_path, "int8", calibration_data=synth_root, **CALIBRATION)
+    export_model(tiny_checkpoint, tmp_path, "int8", int8=Int8Options(calib_data=synth_root, **CALIBRATION))
     fp32 = tmp_path / "model.fp32.onnx"
     stale = onnx.load(fp32)
     set_card(stale, read_card(fp32).replace(provenance={"checkpoint_sha256": "0" * 64}))
@@ -145,7 +149,9 @@ def test_no_mix_within_the_limit_writes_nothing(cli, synth_root, tiny_checkpoint
 
 def test_float_layers_need_labelled_images(tiny_checkpoint, val_images, tmp_path: Path):
     with pytest.raises(EdgemlicError, match="needs labelled held-out images"):
-        export_model(tiny_checkpoint, tmp_path, "int8", calibration_images=val_images, max_float_layers=2)
+        export_model(
+            tiny_checkpoint, tmp_path, "int8", int8=Int8Options(calib_files=val_images, max_float_layers=2)
+        )
 
 
 def test_the_budget_is_measured_on_the_split_asked_for(cli, synth_root, tiny_checkpoint, tmp_path):
@@ -253,5 +259,10 @@ def test_the_verdict_says_what_its_images_can_judge(graphs, held_out):
 
 def test_keeping_a_missed_verdict_needs_the_search(tiny_checkpoint, synth_root, tmp_path: Path):
     with pytest.raises(EdgemlicError, match="--keep-missed-budget applies to the search for float layers"):
-        export_model(tiny_checkpoint, tmp_path, "int8", calibration_data=synth_root, keep_missed_budget=True)
+        export_model(
+            tiny_checkpoint,
+            tmp_path,
+            "int8",
+            int8=Int8Options(calib_data=synth_root, keep_missed_budget=True),
+        )
     assert not any(tmp_path.iterdir())

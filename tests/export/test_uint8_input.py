@@ -19,16 +19,17 @@ from edgemlic.compare import BUDGETS, compare_scores
 from edgemlic.errors import EdgemlicError
 from edgemlic.export import onnx as onnx_export
 from edgemlic.export.onnx import UINT8_INPUT_BUDGET, generated_gate_images, read_card
-from edgemlic.export.pipeline import export_model
+from edgemlic.export.pipeline import Int8Options, export_model
 from edgemlic.runtime import Predictor, load_backend
 from edgemlic.runtime.loader import parse_onnx_variant
 
 VARIANTS = {
-    "fp32": {"precision": "fp32"},
-    "fp16": {"precision": "fp16"},
-    "int8": {"precision": "int8"},
-    "int8-cpu": {"precision": "int8", "int8_target": "cpu"},
+    "fp32": ("fp32", None),
+    "fp16": ("fp16", None),
+    "int8": ("int8", "tensorrt"),
+    "int8-cpu": ("int8", "cpu"),
 }
+"""(precision, INT8 target) of each graph."""
 PREFIX = ["Cast", "Mul", "Sub", "Div", "Transpose"]
 
 
@@ -37,11 +38,11 @@ def frames_graphs(tiny_checkpoint, synth_root, tmp_path_factory):
     """The uint8-input graph of every variant, exported with the options of the float ones in
     `exported` (the same calibration images, seed and method), so those are their float twins."""
     out = tmp_path_factory.mktemp("uint8")
-    calibration = {"calibration_data": synth_root, "calibration_count": 16, "cache_dir": out / "cache"}
+    calibration = {"calib_data": synth_root, "calib_images": 16, "calib_cache": out / "cache"}
     results = {}
-    for name, options in VARIANTS.items():
-        extra = calibration if options["precision"] == "int8" else {}
-        results[name] = export_model(tiny_checkpoint, out, input_dtype="uint8", **options, **extra)
+    for name, (precision, target) in VARIANTS.items():
+        int8 = Int8Options(**calibration, target=target) if target else None
+        results[name] = export_model(tiny_checkpoint, out, precision, int8=int8, input_dtype="uint8")
     return results
 
 
@@ -107,7 +108,7 @@ def test_graph_takes_uint8_nhwc_and_normalizes_in_float32(frames_graphs, exporte
     )
     pre = result.card.preprocessing
     assert (pre.input_dtype, pre.input_layout, result.card.format_version) == ("uint8", "NHWC", 2)
-    assert result.card.precision == VARIANTS[variant]["precision"]
+    assert result.card.precision == VARIANTS[variant][0]
     twin = onnx.load(str(exported[variant]))
     assert len(model.graph.node) == len(twin.graph.node) + len(PREFIX)  # the twin, plus the prefix
     report = result.report["input"]
@@ -169,8 +170,8 @@ def _compare_with_twin(frames_path, twin_path, photos, backend):
     photos have no labels for its F1 limits)."""
     options = parse_onnx_variant(backend)
     with (
-        Predictor(twin_path, device="cpu", **options) as twin,
-        Predictor(frames_path, device="cpu", **options) as frames,
+        Predictor(twin_path, device="cpu", options=options) as twin,
+        Predictor(frames_path, device="cpu", options=options) as frames,
     ):
         precision = twin.card.precision
         parity = dataclasses.replace(BUDGETS["parity"][precision], max_delta_f1=None, max_delta_jaccard=None)
@@ -198,5 +199,5 @@ def test_uint8_graph_decides_like_its_float_twin_on_coco_photos(
     photos = sorted((coco_mini / "val2017").glob("*.jpg"))[:32]
     comparison = _compare_with_twin(frames_graphs[variant].path, exported[variant], photos, backend)
     assert comparison.passed, comparison.failures
-    if VARIANTS[variant]["precision"] == "fp32":
+    if VARIANTS[variant][0] == "fp32":
         assert comparison.max_abs_diff <= 1e-5 and comparison.flip_rate == 0
