@@ -99,8 +99,8 @@ def render_export_readme() -> str:
     return "\n".join(sections)
 
 
-def _trtexec(build: EngineBuild, onnx: str, profile: BuildProfile, flags: BuildFlags) -> str:
-    args = trtexec_args(EXAMPLE_MODEL, profile, flags, build, onnx=onnx, engine="model.int8.engine")
+def _trtexec(build: EngineBuild, onnx: str, engine: str, profile: BuildProfile, flags: BuildFlags) -> str:
+    args = trtexec_args(EXAMPLE_MODEL, profile, flags, build, onnx=onnx, engine=engine)
     return shell_command("trtexec", args)
 
 
@@ -110,11 +110,14 @@ def _trtexec_section() -> str:
     on_gpu = [
         EngineBuild(major, strongly_typed=True, fp16_flag=False, precision="int8") for major in (10, 11)
     ]
-    trt10, trt11 = (_trtexec(build, "model.int8.onnx", profile, flags) for build in on_gpu)
+    trt10, trt11 = (
+        _trtexec(build, "model.int8.onnx", "model.int8.engine", profile, flags) for build in on_gpu
+    )
     static, on_dla = BuildProfile(8, 8, 8), BuildFlags(dla_core=0)
     dla_build = EngineBuild(10, strongly_typed=False, fp16_flag=True, precision="fp16", dla_core=0)
-    dla = _trtexec(dla_build, "model.fp16.onnx", static, on_dla)
-    dla_load = shell_command("trtexec", load_args(EXAMPLE_MODEL, static, on_dla, "model.fp16.engine"))
+    dla_engine = "model.fp16.engine"
+    dla = _trtexec(dla_build, "model.fp16.onnx", dla_engine, static, on_dla)
+    dla_load = shell_command("trtexec", load_args(EXAMPLE_MODEL, static, on_dla, dla_engine))
     return f"""\
 ## By hand with trtexec
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -135,6 +136,15 @@ def test_export_readme_is_generated_from_the_recipes():
     assert "GPU layers take their inputs in the graph's precision" in readme
     assert "convolutions really run" not in readme and "convolutions run where" not in readme
     assert "TensorRT 11.0 to 11.4.0 have no DLA on Jetson" in readme
+
+
+def test_export_readme_examples_save_and_load_the_engine_of_their_graph():
+    """Each trtexec block saves model.X.engine from model.X.onnx and loads only an engine it saved."""
+    for block in (part.split("```")[0] for part in render_export_readme().split("```sh\n")[1:]):
+        onnx = re.findall(r"--onnx=(\S+)\.onnx", block)
+        saved = re.findall(r"--saveEngine=(\S+)\.engine", block)
+        loaded = re.findall(r"--loadEngine=(\S+)\.engine", block)
+        assert onnx and saved == onnx and set(loaded) <= set(saved), block
 
 
 def test_recipes_command_writes_what_the_library_writes(exported, tmp_path, cli):
