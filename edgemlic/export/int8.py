@@ -117,7 +117,7 @@ def default_calibration_count(available: int) -> int:
     """CALIBRATION_IMAGES, or on a split too small for that beside GATE_IMAGES held-out gate images,
     every image but those (the gate then judges the ranges on images they did not come from); a split
     of fewer than twice GATE_IMAGES is used whole."""
-    from edgemlic.export.onnx import GATE_IMAGES
+    from edgemlic.export.gates import GATE_IMAGES
 
     if available < 2 * GATE_IMAGES:
         return available
@@ -240,7 +240,7 @@ def held_out_gate_images(
 ) -> list[Path]:
     """Up to GATE_IMAGES images of the split that calibration did not use (none when it used them all),
     so the INT8 gate judges the ranges on images they were not computed from."""
-    from edgemlic.export.onnx import GATE_IMAGES
+    from edgemlic.export.gates import GATE_IMAGES
 
     used = {p.resolve() for p in calibration_paths}
     samples = load_coco_split(Path(root), split, card.classes, keep_negatives=True).samples

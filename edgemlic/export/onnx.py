@@ -1,19 +1,14 @@
-"""ONNX graphs: the FP32 export (the PyTorch model plus its sigmoid), the card in the metadata, gates.
+"""ONNX graphs in memory and on disk, with the model card in their metadata, and the uint8 input prefix.
 
-The graph outputs probabilities (logits -> sigmoid inside the graph), so every backend returns the
-same quantity and the runtime never re-implements the head. Precision lives in the graph itself:
-TensorRT 10 and 11 build strongly typed networks from what the ONNX file says, so the FP16 and INT8
-artifacts are separate graphs derived from this one (see fp16.py and int8.py).
-
-Graphs are kept in memory while an export runs (`Graph`): each is checked before it is written,
-written once, and never read back to be hashed or run.
+An export keeps each graph in memory (`Graph`: the proto, its file, the hash of its bytes): it is
+checked before it is written and written once; only INT8 reads its graph back, because ONNX Runtime's
+quantizer writes the file itself. The FP32 export is in fp32.py, FP16 and INT8 in fp16.py and int8.py,
+the gates every graph must pass in gates.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +17,7 @@ import numpy as np
 
 from edgemlic import __version__
 from edgemlic.card import ModelCard
-from edgemlic.compare import Budget, budget, compare_scores
 from edgemlic.errors import EdgemlicError, first_line
-from edgemlic.images import ImageSource, preprocess_batch
 from edgemlic.io import sha256_bytes
 from edgemlic.runtime.onnx_backend import CARD_METADATA_KEY, read_card_metadata
 
@@ -34,11 +27,8 @@ implementations below 18 and its down-conversion to 17 fails on ReduceMean's axe
 It allows per-channel Q/DQ (>= 13), and TensorRT 10.x's parser (JetPack's 10.3 included) reads up to 20."""
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
-GATE_IMAGES = 32
-"""Images the gates run (the first of the calibration list, which covers every class first)."""
-UINT8_INPUT_BUDGET = Budget(max_flip_rate=0.0, max_abs_diff=1e-5)
-"""A uint8-input graph against its float twin: the prefix computes the numbers `preprocess` computes,
-so nothing may move beyond float rounding in the network behind it."""
+"""The graph outputs probabilities (logits -> sigmoid inside), so every backend returns the same
+quantity and the runtime never re-implements the head."""
 
 
 @dataclass(frozen=True)
@@ -133,91 +123,6 @@ def artifact_card(card: ModelCard, precision: str, checkpoint_sha256: str, **pro
             **provenance,
         },
     )
-
-
-def gate(
-    reference: np.ndarray, candidate: np.ndarray, card: ModelCard, reference_name: str
-) -> dict[str, Any]:
-    """Compare an exported graph's probabilities with the reference's under the export budget of its
-    precision; a failure (NaN, or an FP32 graph off by more than 1e-4) stops the export."""
-    comparison = compare_scores(reference, candidate, card.thresholds(), budget("export", card.precision))
-    if not comparison.passed:
-        raise EdgemlicError(
-            f"export gate failed for the {card.precision} graph against {reference_name} on "
-            f"{comparison.images} images: {'; '.join(comparison.failures)}; no model was written"
-        )
-    return {"reference": reference_name, **comparison.to_dict()}
-
-
-def generated_gate_images(count: int = 4, seed: int = 0) -> list[bytes]:
-    """A few JPEG files made in memory (smooth colours plus noise, odd sizes) for a gate without data.
-
-    They go through the real decoder and `preprocess`, so resize, crop and normalization are exercised.
-    """
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    images = []
-    for i in range(count):
-        w, h = 48 + 29 * i, 64 + 13 * (count - i)
-        y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-        phase = rng.uniform(0, 2 * np.pi, 3)
-        channels = [127 + 100 * np.sin(x / (5 + 3 * c) + y / (7 + 2 * c) + phase[c]) for c in range(3)]
-        pixels = np.stack(channels, axis=-1) + rng.normal(0, 12, (h, w, 3))
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(buffer, "JPEG", quality=90)
-        images.append(buffer.getvalue())
-    return images
-
-
-def gate_batch(images: Sequence[ImageSource] | None, card: ModelCard) -> np.ndarray:
-    """The preprocessed batch a gate runs: the first GATE_IMAGES given images, or generated ones."""
-    sources = list(images[:GATE_IMAGES]) if images else generated_gate_images()
-    return preprocess_batch(sources, card.preprocessing)
-
-
-def pytorch_scores(model: Any, batch: np.ndarray) -> np.ndarray:
-    """The reference probabilities every gate compares with: the checkpoint's network in PyTorch."""
-    import torch
-
-    from edgemlic.models import with_sigmoid
-
-    with torch.no_grad():
-        return with_sigmoid(model)(torch.from_numpy(batch)).numpy()
-
-
-def export_fp32(model: Any, card: ModelCard, path: Path) -> Graph:
-    """Export `model` (logits out) to a single-file FP32 ONNX graph at `path`, carrying `card` as it is.
-
-    The caller passes a temporary path, gates the graph and renames it on success, so a failed export
-    or gate leaves nothing behind.
-    """
-    import torch
-
-    from edgemlic.models import with_sigmoid
-
-    size = card.preprocessing.input_size
-    # Batch 2 for the example: torch.export specializes dimensions of size 0 and 1.
-    example = torch.zeros(2, 3, size, size)
-    try:
-        program = torch.onnx.export(
-            with_sigmoid(model),
-            (example,),
-            None,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            opset_version=OPSET,
-            dynamo=True,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            verbose=False,
-        )
-    except Exception as e:
-        raise EdgemlicError(f"ONNX export of {card.architecture} failed ({first_line(e)})") from None
-    proto = program.model_proto
-    assert [i.name for i in proto.graph.input] == [INPUT_NAME], proto.graph.input
-    assert [o.name for o in proto.graph.output] == [OUTPUT_NAME], proto.graph.output
-    set_card(proto, card)
-    return write_graph(proto, path)
 
 
 def with_uint8_input(proto: Any) -> Any:

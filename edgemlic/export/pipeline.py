@@ -163,7 +163,8 @@ def export_model(
     reference outputs computed once, and each graph written once.
     """
     from edgemlic.checkpoint import build_model, load_checkpoint
-    from edgemlic.export.onnx import gate, gate_batch, pytorch_scores
+    from edgemlic.export.fp32 import pytorch_scores
+    from edgemlic.export.gates import gate, gate_batch
     from edgemlic.export.report import graph_summary
 
     started = time.perf_counter()
@@ -388,7 +389,9 @@ def _fp32_graph(
     a fresh export must pass, so a graph changed after export is never derived from: it is replaced.
     A fresh graph stays at its temporary name in `staging` until the export succeeds.
     """
-    from edgemlic.export.onnx import artifact_card, export_fp32, gate
+    from edgemlic.export.fp32 import export_fp32
+    from edgemlic.export.gates import gate
+    from edgemlic.export.onnx import artifact_card
 
     reused = _reusable_fp32(path, source.sha256, expected, batch)
     if reused is not None:
@@ -404,7 +407,8 @@ def _fp32_graph(
 def _reusable_fp32(
     path: Path, checkpoint_sha256: str, expected: np.ndarray, batch: np.ndarray
 ) -> _Fp32 | None:
-    from edgemlic.export.onnx import gate, load_graph
+    from edgemlic.export.gates import gate
+    from edgemlic.export.onnx import load_graph
 
     if not path.is_file():
         return None
@@ -445,7 +449,8 @@ def _uint8_input_graph(
     """Write the uint8-input version of the float graph `twin` to `path` and check that it decides like
     the twin on the gate images (`batch` preprocessed for the twin); the twin's own gate then holds."""
     from edgemlic.compare import compare_scores
-    from edgemlic.export.onnx import UINT8_INPUT_BUDGET, gate_batch, with_uint8_input, write_graph
+    from edgemlic.export.gates import UINT8_INPUT_BUDGET, gate_batch
+    from edgemlic.export.onnx import with_uint8_input, write_graph
 
     graph = write_graph(with_uint8_input(twin.proto), path)
     card = graph.card

@@ -33,7 +33,8 @@ from edgemlic.export.deepstream import (
     stand_in_headers,
     write_deepstream,
 )
-from edgemlic.export.onnx import generated_gate_images, graph_scores, load_graph, set_card
+from edgemlic.export.gates import generated_gate_images
+from edgemlic.export.onnx import graph_scores, load_graph, set_card
 from edgemlic.images import preprocess, preprocess_batch, resize_crop_geometry
 from edgemlic.runtime import Predictor
 

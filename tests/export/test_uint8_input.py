@@ -18,7 +18,8 @@ from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.compare import BUDGETS, compare_scores
 from edgemlic.errors import EdgemlicError
 from edgemlic.export import onnx as onnx_export
-from edgemlic.export.onnx import UINT8_INPUT_BUDGET, generated_gate_images, read_card
+from edgemlic.export.gates import UINT8_INPUT_BUDGET, generated_gate_images
+from edgemlic.export.onnx import read_card
 from edgemlic.export.pipeline import Int8Options, export_model
 from edgemlic.runtime import Predictor, load_backend
 from edgemlic.runtime.loader import parse_onnx_variant
