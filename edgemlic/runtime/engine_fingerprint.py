@@ -362,17 +362,35 @@ def load_fingerprint(engine: str | Path) -> EngineFingerprint:
     and may carry the precision check's old "convolutions" count, which is dropped)."""
     engine = Path(engine)
     path = fingerprint_path(engine)
+    data = _read_fingerprint_file(engine, path)
+    version = _format_version(data, path)
+    _check_fields(data, path)
+    fingerprint = _fingerprint_from(data, version, path)
+    if data["precision"] != fingerprint.precision:
+        raise EdgemlicError(
+            f"{path}: the fingerprint says precision {data['precision']!r} but its model card says "
+            f"{fingerprint.precision!r}; rebuild the engine"
+        )
+    return fingerprint
+
+
+def _read_fingerprint_file(engine: Path, path: Path) -> Any:
+    """The JSON value in the fingerprint file, or one line saying why there is none."""
     if not path.is_file():
         raise EdgemlicError(
             f"{engine}: no fingerprint {path.name} beside the engine; edgemlic only loads engines it built "
             "and fingerprinted: build one with `edgemlic engine build MODEL.onnx`"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EdgemlicError(
             f"{path}: engine fingerprint is not valid JSON ({e}); rebuild the engine"
         ) from None
+
+
+def _format_version(data: Any, path: Path) -> int:
+    """The format of a fingerprint object, if this edgemlic reads it."""
     if not isinstance(data, dict) or not _is_a(data.get("format_version"), int):
         raise EdgemlicError(f"{path}: not an edgemlic engine fingerprint (no format_version)")
     version = data["format_version"]
@@ -383,18 +401,27 @@ def load_fingerprint(engine: str | Path) -> EngineFingerprint:
         )
     if version < 1:
         raise EdgemlicError(f"{path}: fingerprint format {version} does not exist; rebuild the engine")
+    return version
+
+
+def _check_fields(data: dict[str, Any], path: Path) -> None:
+    """Every required top-level field present, none unknown."""
     missing = [key for key in _REQUIRED if key not in data]
     if missing:
         raise EdgemlicError(f"{path}: engine fingerprint lacks {missing}; rebuild the engine")
     unknown = sorted(set(data) - {*_REQUIRED, *_OPTIONAL})
     if unknown:
         raise EdgemlicError(f"{path}: unknown engine fingerprint fields {unknown}; rebuild the engine")
+
+
+def _fingerprint_from(data: dict[str, Any], version: int, path: Path) -> EngineFingerprint:
+    """The typed fingerprint of a file's fields, each record's shape and types checked."""
     check = data.get("precision_check")
     if version == 1 and isinstance(check, dict):
         check = {k: v for k, v in check.items() if k != "convolutions"}
     card = ModelCard.from_dict(data["card"], f"{path} (model card)")
     try:
-        fingerprint = EngineFingerprint(
+        return EngineFingerprint(
             engine=_record(EngineFile, data["engine"], "engine"),
             onnx=_record(OnnxSource, data["onnx"], "onnx"),
             io=_record(EngineTensors, data["io"], "io"),
@@ -411,12 +438,6 @@ def load_fingerprint(engine: str | Path) -> EngineFingerprint:
         )
     except (_Malformed, EdgemlicError) as e:
         raise EdgemlicError(f"{path}: malformed engine fingerprint ({e}); rebuild the engine") from None
-    if data["precision"] != card.precision:
-        raise EdgemlicError(
-            f"{path}: the fingerprint says precision {data['precision']!r} but its model card says "
-            f"{card.precision!r}; rebuild the engine"
-        )
-    return fingerprint
 
 
 _REQUIRED = ("engine", "onnx", "precision", "io", "profile", "flags", "environment", "cache_key", "card")
@@ -424,7 +445,7 @@ _OPTIONAL = ("format_version", "edgemlic_version", "tf32", "precision_check", "p
 
 
 class _Malformed(Exception):
-    """A fingerprint field of the wrong shape; load_fingerprint turns it into one line naming the file."""
+    """A fingerprint field of the wrong shape; _fingerprint_from turns it into one line naming the file."""
 
 
 def _record(cls: type, value: Any, name: str) -> Any:
