@@ -40,12 +40,8 @@ def multilabel_metrics(
     """
     scores, positive = _check_inputs(scores, targets)
     num_images, num_classes = scores.shape
-    per_class_threshold = np.ndim(thresholds) == 1
     thr = _check_thresholds(thresholds, num_classes)
-    if classes is None:
-        classes = [str(c) for c in range(num_classes)]
-    elif len(classes) != num_classes:
-        raise EdgemlicError(f"metrics: {len(classes)} class names for {num_classes} score columns")
+    names = _class_names(classes, num_classes)
 
     predicted = scores >= thr
     hit = predicted & positive
@@ -56,18 +52,45 @@ def multilabel_metrics(
     inter = np.count_nonzero(hit, axis=1)
     union = np.count_nonzero(predicted | positive, axis=1)
 
+    aps = _class_average_precisions(scores, positive)
+    defined = [ap for ap in aps if ap is not None]
+    per_class = _per_class_rows(names, tp, fp, fn, tn, aps)
+    return {
+        **{key: float(value) for key, value in _summary(tp, fp, fn, inter, union).items()},
+        "mAP": float(np.mean(defined)) if defined else None,
+        "hamming_loss": float((fp.sum() + fn.sum()) / (num_images * num_classes)),
+        "per_class": per_class,
+        "classes_without_positives": [row["class"] for row in per_class if row["ap"] is None],
+        "num_images": int(num_images),
+        "threshold": thr.tolist() if thr.ndim == 1 else float(thr),
+    }
+
+
+def _class_names(classes: Sequence[str] | None, num_classes: int) -> list[str]:
+    """The per-class row names: the given ones, or the column indices as strings."""
+    if classes is None:
+        return [str(c) for c in range(num_classes)]
+    if len(classes) != num_classes:
+        raise EdgemlicError(f"metrics: {len(classes)} class names for {num_classes} score columns")
+    return [str(name) for name in classes]
+
+
+def _class_average_precisions(scores: np.ndarray, positive: np.ndarray) -> list[float | None]:
+    """Each column's average precision (None for a class with no positive)."""
     # Sorting each column is faster on a contiguous copy than on a strided view.
     columns = np.ascontiguousarray(scores.T)
     column_targets = np.ascontiguousarray(positive.T)
-    aps = [_average_precision(columns[c], column_targets[c]) for c in range(num_classes)]
-    defined = [ap for ap in aps if ap is not None]
+    return [_average_precision(columns[c], column_targets[c]) for c in range(len(columns))]
 
+
+def _per_class_rows(names: list[str], tp, fp, fn, tn, aps: list[float | None]) -> list[dict]:
+    """One plain row per class from its counts and average precision."""
     precision = divide(tp, tp + fp)
     recall = divide(tp, tp + fn)
     f1 = divide(2 * tp, 2 * tp + fp + fn)
-    per_class = [
+    return [
         {
-            "class": str(classes[c]),
+            "class": name,
             "precision": float(precision[c]),
             "recall": float(recall[c]),
             "f1": float(f1[c]),
@@ -78,17 +101,8 @@ def multilabel_metrics(
             "fn": int(fn[c]),
             "tn": int(tn[c]),
         }
-        for c in range(num_classes)
+        for c, name in enumerate(names)
     ]
-    return {
-        **{key: float(value) for key, value in _summary(tp, fp, fn, inter, union).items()},
-        "mAP": float(np.mean(defined)) if defined else None,
-        "hamming_loss": float((fp.sum() + fn.sum()) / (num_images * num_classes)),
-        "per_class": per_class,
-        "classes_without_positives": [row["class"] for row in per_class if row["ap"] is None],
-        "num_images": int(num_images),
-        "threshold": thr.tolist() if per_class_threshold else float(thr),
-    }
 
 
 def threshold_sweep(
