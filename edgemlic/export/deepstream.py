@@ -255,28 +255,39 @@ def nvinfer_config(
         # them, so nothing the parser could report is below it.
         "classifier-threshold": repr(float(thresholds.min())),
         "classifier-async-mode": "0",  # 1 needs a tracker upstream; see README "DeepStream"
-        "maintain-aspect-ratio": str(int(scaling.maintain_aspect_ratio)),
-    }
-    if scaling.maintain_aspect_ratio:
-        keys["symmetric-padding"] = str(int(scaling.symmetric_padding))
-    keys |= {
-        "scaling-filter": str(scaling.scaling_filter),
-        "scaling-compute-hw": str(scaling.scaling_compute_hw),
+        **_scaling_keys(scaling),
         "parse-classifier-func-name": PARSER_FUNCTION,
         "custom-lib-path": parser_library,
     }
     if placement.mode == "secondary":
-        keys["operate-on-gie-id"] = str(placement.operate_on_gie_id or 1)
-        if placement.operate_on_class_ids:
-            keys["operate-on-class-ids"] = ";".join(map(str, placement.operate_on_class_ids))
-        for key, value in (
-            ("input-object-min-width", placement.input_object_min_width),
-            ("input-object-min-height", placement.input_object_min_height),
-            ("input-object-max-width", placement.input_object_max_width),
-            ("input-object-max-height", placement.input_object_max_height),
-        ):
-            if value is not None:
-                keys[key] = str(value)
+        keys |= _secondary_keys(placement)
+    return keys
+
+
+def _scaling_keys(scaling: NvinferScaling) -> dict[str, str]:
+    """How nvinfer scales the frame or object; symmetric-padding only means something with padding."""
+    keys = {"maintain-aspect-ratio": str(int(scaling.maintain_aspect_ratio))}
+    if scaling.maintain_aspect_ratio:
+        keys["symmetric-padding"] = str(int(scaling.symmetric_padding))
+    return keys | {
+        "scaling-filter": str(scaling.scaling_filter),
+        "scaling-compute-hw": str(scaling.scaling_compute_hw),
+    }
+
+
+def _secondary_keys(placement: ClassifierPlacement) -> dict[str, str]:
+    """Which detector's objects a secondary classifier takes: the detector, its classes, their sizes."""
+    keys = {"operate-on-gie-id": str(placement.operate_on_gie_id or 1)}
+    if placement.operate_on_class_ids:
+        keys["operate-on-class-ids"] = ";".join(map(str, placement.operate_on_class_ids))
+    for key, value in (
+        ("input-object-min-width", placement.input_object_min_width),
+        ("input-object-min-height", placement.input_object_min_height),
+        ("input-object-max-width", placement.input_object_max_width),
+        ("input-object-max-height", placement.input_object_max_height),
+    ):
+        if value is not None:
+            keys[key] = str(value)
     return keys
 
 
