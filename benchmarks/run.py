@@ -47,9 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgemlic.bench import describe_environment, run_bench, save_plot, time_e2e
+from edgemlic.bench import describe_environment, run_bench, save_plot
 from edgemlic.bench.peak import count_macs, peak_for
-from edgemlic.bench.timing import LoadMeter
 from edgemlic.card import ModelCard, Preprocessing
 from edgemlic.checkpoint import load_model, save_checkpoint
 from edgemlic.compare import BUDGETS, Budget, compare_scores
@@ -616,22 +615,9 @@ E2E = (
 )
 
 
-def e2e_every_core_decoding(candidate: Candidate, models: Models, seconds: float, photos: list[Path]):
-    """The e2e cell with the decode pool of before: a thread per usable core, whatever the backend uses."""
-    options = parse_onnx_variant(candidate.how)
-    with (
-        load_backend(models.speed[candidate.artifact], "cpu", options=options) as backend,
-        LoadMeter() as load,
-    ):
-        cores = len(os.sched_getaffinity(0))
-        figures = time_e2e(backend, photos, 8, 3, None, seconds, threads=cores)
-    return figures | {"decode_threads": cores, "other_cpu_share": load.other_cpu_share, "error": None}
-
-
 def end_to_end(models: Models, rounds: int, seconds: float, photos: list[Path]) -> dict[str, Any]:
     """Model mode then e2e at batch 8, per candidate, `rounds` times; the share is the median of the
-    pairs. The e2e cells run the library's time_e2e through bench, its decode pool sized to the cores
-    the backend leaves; a third cell decodes on every core, as before, for comparison."""
+    pairs. The e2e cells run the library's time_e2e through bench."""
     result: dict[str, Any] = {}
     for _ in range(rounds):
         for candidate in E2E:
@@ -639,17 +625,12 @@ def end_to_end(models: Models, rounds: int, seconds: float, photos: list[Path]) 
                 continue
             model = time_cell(candidate, models, 8, seconds, photos)
             e2e = time_cell(candidate, models, 8, seconds, photos, mode="e2e")
-            every = e2e_every_core_decoding(candidate, models, seconds, photos)
-            entry = result.setdefault(candidate.name, {"shares": [], "every_core_shares": [], "cells": []})
-            entry["cells"] += [model, e2e, every]
+            entry = result.setdefault(candidate.name, {"shares": [], "cells": []})
+            entry["cells"] += [model, e2e]
             if not (model["error"] or e2e["error"]):
                 entry["shares"].append(round(e2e["images_per_s"] / model["images_per_s"], 4))
-                entry["every_core_shares"].append(round(every["images_per_s"] / model["images_per_s"], 4))
     for entry in result.values():
         entry["share"] = float(np.median(entry["shares"])) if entry["shares"] else None
-        entry["every_core_share"] = (
-            float(np.median(entry["every_core_shares"])) if entry["every_core_shares"] else None
-        )
     return result
 
 
@@ -923,12 +904,8 @@ def markdown(result: dict[str, Any], quiet: dict, loaded: dict, args: argparse.N
             f"{name} {entry['median']:.3f} (rounds {', '.join(f'{r:.3f}' for r in entry['ratios'])})"
             for name, entry in result["bench_vs_plain"].items()
         ),
-        "End to end (JPEG files to labels) over model mode at batch 8, median of paired rounds, decoding "
-        "on the cores the backend leaves (on every core, as before): "
-        + ", ".join(
-            f"{n} {_f(v['share'], '.2f')} ({_f(v['every_core_share'], '.2f')})"
-            for n, v in result["e2e"].items()
-        )
+        "End to end (JPEG files to labels) over model mode at batch 8, median of paired rounds: "
+        + ", ".join(f"{n} {_f(v['share'], '.2f')}" for n, v in result["e2e"].items())
         + f". Preprocessing one photo ({pre['median_size'][0]}x{pre['median_size'][1]} median; "
         f"{pre['at_least_twice_the_resize']} of {pre['photos']} at least twice the resize) on one core: "
         f"{pre['preprocess_float32_ms']} ms for float input ({pre['preprocess_float32_exact_ms']} ms on "

@@ -146,16 +146,6 @@ class _Cycle(Sequence):
         return self._paths[index % len(self._paths)]
 
 
-def decode_threads(backend: Backend) -> int:
-    """Decode threads for the cores the backend leaves free: on a CPU backend, the usable cores less its
-    inference threads (`cpu_threads` where it says, else all of them), at least one; beside a GPU
-    backend, every usable core. Decoding on cores the backend computes on slows both."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if backend.device != "cpu":
-        return cores
-    return max(1, cores - (getattr(backend, "cpu_threads", None) or cores))
-
-
 def time_e2e(
     backend: Backend,
     paths: Sequence[Path],
@@ -168,15 +158,16 @@ def time_e2e(
 ) -> dict[str, float]:
     """JPEG files to labels with decoding overlapped: the interval between finished batches.
 
-    `threads` decode (default: `decode_threads`, the cores the backend leaves); `monitor` is entered
-    after the warm-up and left when the timed loop ends.
+    `threads` decode (default: `images.iter_preprocessed`'s, a thread per core: sized to the cores a CPU
+    backend leaves, the pool measured 2-5 % slower on two cores, on a Zen 3 and a Zen 4, since the
+    backend's threads wait for work part of the time); `monitor` is entered after the warm-up and left
+    when the timed loop ends.
     """
     from edgemlic.images import iter_preprocessed
 
     card = backend.card
     thresholds = card.thresholds()
     limit = warmup + (iters if iters is not None else 1_000_000)
-    threads = threads or decode_threads(backend)
     stream = iter_preprocessed(_Cycle(paths, limit * batch_size), card.preprocessing, batch_size, threads)
     latencies: list[float] = []
     try:

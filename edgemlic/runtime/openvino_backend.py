@@ -105,7 +105,7 @@ class OpenVinoBackend(Backend):
         self.device = "cpu"
         self.streams = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.cpu_threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
-        """The cores inference computes on (what an application's decode threads should leave)."""
+        """The cores inference computes on, as OpenVINO settled them (`threads`, or its own choice)."""
         # Infer requests are not thread-safe: each is lent to one caller at a time; a batch in the
         # throughput hint takes up to `streams` of them.
         self._pool: Pool[Any] = Pool(self._compiled.create_infer_request, self.streams)

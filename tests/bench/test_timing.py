@@ -1,23 +1,30 @@
-"""The e2e decode pool is sized to the cores the backend leaves."""
+"""The timing loops: what they count, and that they leave nothing running."""
 
 from __future__ import annotations
 
-import os
+import threading
 
-from edgemlic.bench.timing import decode_threads
-from edgemlic.runtime import OpenVinoOptions, load_backend
+import numpy as np
 
-
-def test_decode_threads_leave_the_backends_cores(exported):
-    cores = len(os.sched_getaffinity(0))
-    with load_backend(exported["int8-cpu"], "cpu", threads=1, options=OpenVinoOptions()) as one_thread:
-        assert one_thread.cpu_threads == 1
-        assert decode_threads(one_thread) == max(1, cores - 1)
-    with load_backend(exported["int8-cpu"], "cpu") as all_cores:  # ONNX Runtime: every core by default
-        assert decode_threads(all_cores) == 1
+from edgemlic.bench.timing import time_e2e, time_model
+from edgemlic.runtime import load_backend
 
 
-def test_beside_a_gpu_backend_every_core_decodes(exported, monkeypatch):
+def test_model_mode_counts_the_timed_calls_only(exported):
     with load_backend(exported["fp32"], "cpu") as backend:
-        monkeypatch.setattr(backend, "device", "cuda")
-        assert decode_threads(backend) == len(os.sched_getaffinity(0))
+        calls = []
+        infer = backend.infer
+        backend.infer = lambda batch: calls.append(len(batch)) or infer(batch)
+        size = backend.card.preprocessing.input_size
+        batches = [np.zeros((2, 3, size, size), np.float32), np.ones((2, 3, size, size), np.float32)]
+        figures = time_model(backend, batches, warmup=2, iters=5, seconds=0)
+    assert calls == [2] * 7 and figures["iterations"] == 5  # the warm-up calls are made, not timed
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] and figures["images_per_s"] > 0
+
+
+def test_e2e_decodes_real_files_and_stops_its_pool(exported, val_images):
+    before = threading.active_count()
+    with load_backend(exported["fp32"], "cpu") as backend:
+        figures = time_e2e(backend, val_images[:3], batch_size=2, warmup=1, iters=4, seconds=0)
+    assert figures["iterations"] == 4 and figures["images_per_s"] > 0
+    assert threading.active_count() == before  # the decode pool is shut down when the loop ends
