@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     elif wants_trt and not _tensorrt_importable():
         for item in wants_trt:
             item.add_marker(pytest.mark.skip(reason="needs TensorRT; `import tensorrt` failed"))
+
+
+@pytest.fixture
+def x86_compiler() -> None:
+    """Skips, with the reason, a test that runs bench's peak loops where they cannot be built."""
+    if platform.machine() not in ("x86_64", "AMD64") or shutil.which("cc") is None:
+        pytest.skip("the peak loops are x86-64 C and need a C compiler")
 
 
 def _tiny_config(root: Path, out: Path, **overrides: Any):

@@ -2,8 +2,6 @@
 the graph."""
 
 import math
-import platform
-import shutil
 
 import pytest
 
@@ -202,13 +200,7 @@ def test_record_names_the_cpu_and_the_machine_state(tmp_path):
     assert "peaks" not in environment  # measured only when asked
 
 
-needs_x86_compiler = pytest.mark.skipif(
-    platform.machine() not in ("x86_64", "AMD64") or shutil.which("cc") is None,
-    reason="the peak loops are x86-64 C and need a C compiler",
-)
-
-
-@needs_x86_compiler
+@pytest.mark.usefixtures("x86_compiler")
 def test_peak_loops_compile_and_run():
     flags = set(cpu_identity().all_flags)
     if "avx2" not in flags:
@@ -221,7 +213,7 @@ def test_peak_loops_compile_and_run():
     assert peak_for(peaks, "fp16", 1) is None
 
 
-@needs_x86_compiler
+@pytest.mark.usefixtures("x86_compiler")
 def test_the_avx2_fallbacks_run_where_vnni_is_absent():
     flags = set(cpu_identity().all_flags)
     if not {"avx2", "fma"} <= flags:
@@ -268,25 +260,3 @@ def test_int8_graphs_count_as_their_float_graph(exported):
     assert fp32 > 0
     assert count_macs(exported["int8"]) == fp32
     assert count_macs(exported["int8-cpu"]) == fp32
-
-
-@needs_x86_compiler
-def test_bench_command_prints_and_writes_the_machine_and_its_peak(cli, exported, tmp_path):
-    """`edgemlic bench --peak --json`: the same record as the library, and brief lines for people."""
-    import json
-
-    out = tmp_path / "bench.json"
-    code, stdout, _ = cli(
-        ["bench", exported["int8-cpu"], "--batch-sizes", "1", "--iters", "3", "--warmup", "1", "--peak"]
-        + ["--json", out]
-    )
-    assert code == 0, stdout
-    record = json.loads(out.read_text())
-    environment, (cell,) = record["environment"], record["cells"]
-    assert environment["cpu_identity"]["family"] == cpu_identity().family
-    assert environment["peaks"]["int8_gmac_per_s"] > 0
-    assert cell["gmac_per_image"] == pytest.approx(count_macs(exported["int8-cpu"]) / 1e9, rel=1e-4)
-    assert cell["peak_share"] > 0
-    assert "of peak" in stdout and "peaks measured now on" in stdout
-    energy = environment["machine_state"]["energy_source"]
-    assert (f"energy from {energy}" if energy else "energy not measured (") in stdout.replace("\n", " ")

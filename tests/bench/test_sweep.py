@@ -1,13 +1,10 @@
 """Benchmarks: real backends on real JPEGs; sane figures, failing cells recorded, plot and JSON written."""
 
-import json
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from edgemlic.bench import MIN_ITERATIONS, run_bench, save_plot
-from edgemlic.cli import main
 from edgemlic.errors import EdgemlicError
 from edgemlic.images import preprocess_batch
 from edgemlic.io import sha256_file
@@ -182,74 +179,6 @@ def test_plot_is_a_png(model_report, tmp_path):
         save_plot([], tmp_path / "empty.png")
 
 
-def _cli(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def test_command_matches_the_library(onnx_models, synth_root, tmp_path, capsys):
-    library = run_bench([onnx_models["fp32"]], (1, 2), iters=4, coco_root=synth_root)
-    code, out, err = _cli(
-        [
-            "bench",
-            str(onnx_models["fp32"]),
-            "--batch-sizes",
-            "1,2",
-            "--iters",
-            "4",
-            "--coco-root",
-            str(synth_root),
-            "--json",
-            str(tmp_path / "bench.json"),
-            "--plot",
-            str(tmp_path / "bench.png"),
-        ],
-        capsys,
-    )
-    assert code == 0 and not err and "model.fp32" in out and "results written to" in out
-    written = json.loads((tmp_path / "bench.json").read_text())
-    assert written["environment"]["artifact_sha256"] == library.environment["artifact_sha256"]
-    timing = {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "peak_rss_mb", "speedup_vs_pytorch"}
-    timing |= {"load_average", "other_cpu_s", "other_cpu_share"}
-    assert len(written["cells"]) == 2
-    for ours, theirs in zip(library.cells, written["cells"], strict=True):
-        expected = {k: v for k, v in ours.to_dict().items() if k not in timing}
-        assert {k: v for k, v in theirs.items() if k not in timing} == expected
-        assert theirs["p50_ms"] <= theirs["p90_ms"] <= theirs["p99_ms"]
-    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_command_bad_input_is_one_line(onnx_models, tmp_path, capsys):
-    engine = tmp_path / "model.fp16.engine"
-    engine.write_bytes(b"not an engine")
-    cases = [
-        (["bench", str(tmp_path / "missing.onnx")], "artifact not found"),
-        (["bench", str(onnx_models["fp32"]), "--batch-sizes", "1,x"], "--batch-sizes '1,x'"),
-        (["bench", str(onnx_models["fp32"]), "--mode", "fast"], "unknown benchmark mode 'fast'"),
-        (
-            ["bench", str(engine), "--batch-sizes", "1,8", "--iters", "1"],
-            "no cell could run; first error: " + str(engine),
-        ),
-    ]
-    for args, message in cases:
-        code, out, err = _cli(args, capsys)
-        assert code == 1 and err.count("\n") == 1 and err.startswith("edgemlic: error: ") and message in err
-    # the reason is wrapped to the terminal's width wherever the temporary path's length puts it
-    assert out.count("model.fp16.engine: tensorrt\n  cannot run: ") == 1
-    assert "no fingerprint" in " ".join(out.split())
-
-
-def test_cuda_graphs_reach_engines_only(onnx_models, tmp_path, capsys):
-    code, _, err = _cli(["bench", str(onnx_models["fp32"]), "--cuda-graphs"], capsys)
-    assert code == 1 and "--cuda-graphs applies to TensorRT engines and none is benchmarked" in err
-    engine = tmp_path / "model.fp16.engine"
-    engine.write_bytes(b"not an engine")
-    report = run_bench([engine], [1], iters=1, cuda_graphs=True)
-    assert [cell.variant for cell in report.cells] == ["cuda-graphs"] and report.cells[0].error
-
-
 # ---- where the hardware exists --------------------------------------------------------------------
 
 
@@ -321,23 +250,3 @@ def test_a_bf16_row_is_named_once_by_its_precision():
     assert kind(bf16) == "bf16"
     assert kind(bf16 | {"variant": "openvino+throughput+bf16"}) == "bf16+throughput"
     assert kind({"backend": "openvino", "variant": "openvino+bf16", "precision": "int8"}) == "int8+bf16"
-
-
-def test_the_table_says_only_what_was_measured(tiny_checkpoint, exported, capsys):
-    """No PyTorch row, no "vs PyTorch" column of dashes; an INT8 graph in the TensorRT form timed on a
-    CPU gets a note under its table (ONNX Runtime runs it slower than FP32), the CPU form none."""
-    graphs = [str(exported["int8"]), str(exported["int8-cpu"])]
-    quick = ["--batch-sizes", "1", "--warmup", "1", "--iters", "2", "--device", "cpu"]
-    code, out, err = _cli(["bench", *graphs, *quick], capsys)
-    assert code == 0, err
-    assert "vs PyTorch" not in out and "img/s" in out
-    note = (
-        "  note: the TensorRT form of INT8 (signed Q/DQ, for `edgemlic engine build`); ONNX Runtime runs it "
-        "slower than FP32 on a CPU. For CPU deployment export with --target cpu."
-    )
-    assert out.count(note) == 1
-    assert out.index("model.int8.onnx:") < out.index(note) < out.index("model.int8-cpu.onnx:")
-
-    code, out, err = _cli(["bench", str(tiny_checkpoint), graphs[1], *quick], capsys)
-    assert code == 0, err
-    assert out.count("vs PyTorch") == 2 and "1.00x" in out and "note:" not in out
