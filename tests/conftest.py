@@ -9,7 +9,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from edgemlic.data.synth import generate_shapes_dataset
 
@@ -148,3 +150,20 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return exit_info.value.code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def assert_png_with_content():
+    """`assert_png_with_content(path)`: the figures' check, for the plotting code and the commands alike."""
+
+    def check(path: Path) -> None:
+        """A PNG that is neither blank nor bare axes: axes and text are gray, the data is drawn in colour."""
+        with Image.open(path) as img:
+            assert img.format == "PNG"
+            pixels = np.asarray(img.convert("RGB"), np.int16)
+        assert min(pixels.shape[:2]) > 100
+        assert pixels.std() > 10, f"{path.name} looks blank"
+        coloured = (pixels.max(axis=2) - pixels.min(axis=2)) > 60
+        assert coloured.mean() > 0.003, f"{path.name} has axes but no data"
+
+    return check
