@@ -167,3 +167,16 @@ def assert_png_with_content():
         assert coloured.mean() > 0.003, f"{path.name} has axes but no data"
 
     return check
+
+
+@pytest.fixture(scope="session")
+def f1_tuned(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(tiny.tuned.pt, TuneResult): tiny_checkpoint with per-class thresholds tuned for F1 on val2017."""
+    from edgemlic.io import sha256_file
+    from edgemlic.thresholds import tune_checkpoint
+
+    out = tmp_path_factory.mktemp("tuned") / "tiny.tuned.pt"
+    digest = sha256_file(tiny_checkpoint)
+    path, result = tune_checkpoint(tiny_checkpoint, synth_root, "val2017", "f1", out, device="cpu")
+    assert sha256_file(tiny_checkpoint) == digest, "the original checkpoint must stay untouched"
+    return path, result

@@ -1,14 +1,11 @@
 """Per-class thresholds: the selection rules on known scores, then a real checkpoint tuned end to end."""
 
-import json
-
 import numpy as np
 import pytest
 
 from edgemlic.checkpoint import load_checkpoint
 from edgemlic.errors import EdgemlicError
 from edgemlic.evaluate import evaluate_artifact
-from edgemlic.io import sha256_file
 from edgemlic.metrics import multilabel_metrics
 from edgemlic.runtime import Predictor
 from edgemlic.thresholds import (
@@ -18,7 +15,6 @@ from edgemlic.thresholds import (
     NOT_REACHED,
     TUNED,
     Objective,
-    tune_checkpoint,
     tune_thresholds,
 )
 
@@ -113,17 +109,8 @@ def test_mismatched_scores_are_refused():
         tune_thresholds(np.zeros((4, 3)), np.zeros((4, 2)))
 
 
-@pytest.fixture(scope="module")
-def tuned(tiny_checkpoint, synth_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tuned") / "tiny.tuned.pt"
-    digest = sha256_file(tiny_checkpoint)
-    path, result = tune_checkpoint(tiny_checkpoint, synth_root, "val2017", "f1", out, device="cpu")
-    assert sha256_file(tiny_checkpoint) == digest, "the original checkpoint must stay untouched"
-    return path, result
-
-
-def test_tuned_checkpoint_carries_the_thresholds(tuned, tiny_checkpoint):
-    path, result = tuned
+def test_tuned_checkpoint_carries_the_thresholds(f1_tuned, tiny_checkpoint):
+    path, result = f1_tuned
     payload, original = load_checkpoint(path), load_checkpoint(tiny_checkpoint)
     assert payload["card"].class_thresholds == result.thresholds
     assert "f1 on val2017" in payload["card"].provenance["class_thresholds"]
@@ -137,8 +124,8 @@ def test_tuned_checkpoint_carries_the_thresholds(tuned, tiny_checkpoint):
     assert result.after["micro_f1"] >= result.before["micro_f1"]
 
 
-def test_evaluate_and_predictor_apply_tuned_thresholds_unless_overridden(tuned, synth_root, val_images):
-    path, result = tuned
+def test_evaluate_and_predictor_apply_tuned_thresholds_unless_overridden(f1_tuned, synth_root, val_images):
+    path, result = f1_tuned
     default = evaluate_artifact(path, synth_root, "val2017", device="cpu")
     assert default.report["threshold"] == pytest.approx(list(result.thresholds))
     assert default.report["micro_f1"] == pytest.approx(result.after["micro_f1"])
@@ -157,44 +144,9 @@ def test_evaluate_and_predictor_apply_tuned_thresholds_unless_overridden(tuned, 
     assert tuned_labels != global_labels
 
 
-def test_cli_matches_library_and_writes_beside_the_checkpoint(
-    tuned, tiny_checkpoint, synth_root, tmp_path, cli
-):
-    _, result = tuned
-    (tmp_path / "best.pt").write_bytes(tiny_checkpoint.read_bytes())
-    report = tmp_path / "tune.json"
-    args = ["thresholds", "tune", str(tmp_path), "--coco-root", str(synth_root), "--device", "cpu"]
-    code, stdout, _ = cli([*args, "--json", str(report)])
-    assert code == 0, stdout
-    said = " ".join(stdout.split())
-    assert f"on the {result.before['num_images']} images of val2017 the " in said
-    assert "thresholds were tuned on: micro-F1" in said and "tuned checkpoint" in said
-    assert "these gains are measured on the tuning images themselves, so they are optimistic" in said
-    out = tmp_path / "best.tuned.pt"  # the default: <stem>.tuned.pt beside the checkpoint
-    data = json.loads(report.read_text())
-    assert data["tuned_checkpoint"] == str(out)
-    assert {k: data[k] for k in result.to_dict()} == json.loads(json.dumps(result.to_dict()))
-    assert data["measured_on"] == "the tuning images (optimistic)"
-    assert load_checkpoint(out)["card"].class_thresholds == result.thresholds
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--objective", "precision@2"], "objective 'precision@2'"),
-        (["--out", "{ckpt}"], "--out must differ"),
-    ],
-)
-def test_bad_input_is_one_named_line(extra, message, tiny_checkpoint, synth_root, cli):
-    args = ["thresholds", "tune", str(tiny_checkpoint), "--coco-root", str(synth_root), "--device", "cpu"]
-    code, _, err = cli(args + [a.format(ckpt=tiny_checkpoint) for a in extra])
-    assert code == 1
-    assert err.startswith("edgemlic: error:") and err.count("\n") == 1 and message in err
-
-
-def test_exported_onnx_carries_and_applies_the_thresholds(tuned, val_images, tmp_path):
+def test_exported_onnx_carries_and_applies_the_thresholds(f1_tuned, val_images, tmp_path):
     export = pytest.importorskip("edgemlic.export.pipeline", reason="the ONNX exporter is not available")
-    path, result = tuned
+    path, result = f1_tuned
     exported = export.export_model(path, tmp_path, "fp32", gate_images=val_images[:2])
     from edgemlic.export.onnx import read_card
 
