@@ -180,3 +180,43 @@ def f1_tuned(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.T
     path, result = tune_checkpoint(tiny_checkpoint, synth_root, "val2017", "f1", out, device="cpu")
     assert sha256_file(tiny_checkpoint) == digest, "the original checkpoint must stay untouched"
     return path, result
+
+
+@pytest.fixture(scope="session")
+def tuned_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run's best.pt with per-class thresholds (0.11, 0.22, ... 0.66) in its card."""
+    from edgemlic.checkpoint import load_checkpoint, save_checkpoint
+    from edgemlic.models import create_model
+
+    payload = load_checkpoint(tiny_checkpoint)
+    card = payload["card"].replace(class_thresholds=(0.11, 0.22, 0.33, 0.44, 0.55, 0.66))
+    model = create_model(card.architecture, card.num_classes)
+    model.load_state_dict(payload["model"])
+    path = tmp_path_factory.mktemp("tuned") / "best.tuned.pt"
+    save_checkpoint(path, model, card)
+    return path
+
+
+@pytest.fixture(scope="session")
+def report_html(
+    tiny_checkpoint: Path, tuned_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The report of the tiny training run (dataset from its config.json), through the library."""
+    from edgemlic.report import build_report
+
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    result = build_report(
+        tiny_checkpoint.parent, out=out, checkpoint=tuned_checkpoint, max_images=10, device="cpu"
+    )
+    assert result.path == out and result.checkpoint == tuned_checkpoint and result.notes == ()
+    return out
+
+
+@pytest.fixture(scope="session")
+def report_section():
+    """`report_section(html, key)`: what the report's <section id="key"> holds."""
+
+    def section(html: str, key: str) -> str:
+        return html.split(f'<section id="{key}">')[1].split("</section>")[0]
+
+    return section
