@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgemlic.data.synth import generate_shapes_dataset
+from edgemlic.data.synth import SHAPES, generate_shapes_dataset
 
 
 @pytest.fixture(scope="session")
@@ -220,3 +220,42 @@ def report_section():
         return html.split(f'<section id="{key}">')[1].split("</section>")[0]
 
     return section
+
+
+@pytest.fixture(scope="session")
+def model_and_card():
+    """A seeded resnet_tiny at 96 px: layer4 is 3x3, and random head weights give several classes evidence.
+
+    The briefly trained tiny checkpoint runs at 32 px, where layer4 is a single cell.
+    """
+    import torch
+
+    from edgemlic.card import ModelCard, Preprocessing
+    from edgemlic.models import create_model
+
+    torch.manual_seed(0)
+    card = ModelCard(SHAPES, "resnet_tiny", Preprocessing(input_size=96, resize_size=108))
+    return create_model("resnet_tiny", len(SHAPES)).eval(), card
+
+
+@pytest.fixture(scope="session")
+def checkpoint_96(model_and_card, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model_and_card saved as a checkpoint, for what reads one from a file."""
+    from edgemlic.checkpoint import save_checkpoint
+
+    model, card = model_and_card
+    path = tmp_path_factory.mktemp("explain") / "random96.pt"
+    save_checkpoint(path, model, card)
+    return path
+
+
+@pytest.fixture(scope="session")
+def wide_image(val_images: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 2:1 JPEG: two validation images side by side, upscaled."""
+    left, right = Image.open(val_images[0]).convert("RGB"), Image.open(val_images[1]).convert("RGB")
+    wide = Image.new("RGB", (left.width + right.width, left.height))
+    wide.paste(left, (0, 0))
+    wide.paste(right, (left.width, 0))
+    path = tmp_path_factory.mktemp("wide") / "wide.jpg"
+    wide.resize((240, 120)).save(path, quality=92)
+    return path
