@@ -5,7 +5,7 @@
 The layers are the most damaging ones of the sensitivity table that the mixed export measured on the
 random-weight ResNet-50 (its CPU form), in that order. Both graphs of a pair run in ONNX Runtime at
 batch 1 with spinning off, alternating with the FP32 graph (`edgemlic.export.mixed.compare_speed`). Writes
-results/float_layer_cost.json and prints it.
+results/float_layer_cost.json, the machine and its peaks first, and prints it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import onnx
+from machine import recorded_machine
 
 from edgemlic.card import Preprocessing
 from edgemlic.export.mixed import compare_speed, keep_in_float
@@ -31,15 +32,20 @@ def main() -> None:
     folder = Path(sys.argv[1]) / "resnet50"
     fp32 = onnx.load(folder / "model.fp32.onnx")
     photo = preprocess_batch(sorted(COCO_VAL.glob("*.jpg"))[:1], Preprocessing(224, 256))
+    graphs = {"model.int8-cpu.onnx": "cpu", "model.int8.onnx": "tensorrt"}
     rows = []
-    for name, target in (("model.int8-cpu.onnx", "cpu"), ("model.int8.onnx", "tensorrt")):
-        plain = onnx.load(folder / name)
-        for count in (1, 4, 8):
-            mixed = keep_in_float(plain, fp32, MOST_DAMAGING[:count], target)
-            rows.append({"graph": name, "float_layers": count, **compare_speed(fp32, plain, mixed, photo)})
-            print(rows[-1], flush=True)
+    with recorded_machine([folder / "model.fp32.onnx", *(folder / name for name in graphs)]) as environment:
+        for name, target in graphs.items():
+            plain = onnx.load(folder / name)
+            for count in (1, 4, 8):
+                mixed = keep_in_float(plain, fp32, MOST_DAMAGING[:count], target)
+                rows.append(
+                    {"graph": name, "float_layers": count, **compare_speed(fp32, plain, mixed, photo)}
+                )
+                print(rows[-1], flush=True)
     write_json(
-        Path(__file__).parent / "results" / "float_layer_cost.json", {"layers": MOST_DAMAGING, "rows": rows}
+        Path(__file__).parent / "results" / "float_layer_cost.json",
+        {"environment": environment, "layers": MOST_DAMAGING, "rows": rows},
     )
 
 
