@@ -259,3 +259,66 @@ def wide_image(val_images: list[Path], tmp_path_factory: pytest.TempPathFactory)
     path = tmp_path_factory.mktemp("wide") / "wide.jpg"
     wide.resize((240, 120)).save(path, quality=92)
     return path
+
+
+@pytest.fixture(scope="session")
+def gate_jpegs():
+    """`gate_jpegs(folder, count=8)` -> photo-like JPEG files of odd sizes (the export gate's generated
+    images), written to `folder`."""
+    from edgemlic.export.gates import generated_gate_images
+
+    def write(folder: Path, count: int = 8) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, data in enumerate(generated_gate_images(count, seed=3)):
+            paths.append(folder / f"frame{i}.jpg")
+            paths[-1].write_bytes(data)
+        return paths
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def orin():
+    """A Jetson Orin on JetPack 6 with TensorRT 10.3, as probe_environment describes it: where
+    fake_engine's engines were built."""
+    from edgemlic.runtime.engine_fingerprint import Environment
+
+    return Environment(
+        "10.3.0.30", "12.6", "12.6", "Orin", "8.7", "aarch64", "Linux 5.15.148-tegra", "R36.4.3", "6.x"
+    )
+
+
+@pytest.fixture(scope="session")
+def fake_engine(orin):
+    """`fake_engine(folder, onnx, env=orin, flags=None)` -> engine bytes plus a real fingerprint, as
+    `build_engine` writes them (the bytes are not a real plan: only the checks before TensorRT run)."""
+    from edgemlic.export.onnx_info import read_onnx_model
+    from edgemlic.runtime.engine_fingerprint import (
+        BuildFlags,
+        BuildProfile,
+        EngineFingerprint,
+        EngineTensors,
+        PrecisionCheck,
+    )
+
+    def make(folder: Path, onnx: Path, env=orin, flags=None) -> Path:
+        info = read_onnx_model(onnx)
+        engine = folder / onnx.name.replace(".onnx", ".engine")
+        engine.write_bytes(np.random.default_rng(0).bytes(4096))
+        flags = flags or BuildFlags()
+        EngineFingerprint.of_engine(
+            engine,
+            onnx=onnx,
+            onnx_sha256=info.sha256,
+            card=info.card,
+            env=env,
+            profile=BuildProfile(),
+            flags=flags,
+            io=EngineTensors(info.input_name, info.output_name),
+            precision_check=PrecisionCheck(info.card.precision, True, 24, {info.card.precision: 20}),
+            parity=None,
+        ).write(engine)
+        return engine
+
+    return make

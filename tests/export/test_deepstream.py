@@ -1,5 +1,5 @@
-"""`edgemlic engine deepstream`: the std-folded graph in ONNX Runtime, the C++ parser compiled and run,
-the nvinfer config against NVIDIA's documented keys, and the command end to end.
+"""`edgemlic engine deepstream`'s library: the std-folded graph in ONNX Runtime, the C++ parser compiled
+and run, and the nvinfer config against NVIDIA's documented keys (the command: tests/cli/test_engine.py).
 
 No DeepStream here: the parser is compiled against the stand-in header of documented types, and
 nvinfer's scaling is simulated (`nvinfer_pixels`); a pipeline on a Jetson was not run.
@@ -33,7 +33,6 @@ from edgemlic.export.deepstream import (
     stand_in_headers,
     write_deepstream,
 )
-from edgemlic.export.gates import generated_gate_images
 from edgemlic.export.onnx import graph_scores, load_graph, set_card
 from edgemlic.images import preprocess, preprocess_batch, resize_crop_geometry
 from edgemlic.runtime import Predictor
@@ -169,16 +168,6 @@ int main(int, char **argv) {
 """
 
 
-def _jpegs(folder: Path, count: int = 8) -> list[Path]:
-    """Generated photos-like JPEG files of odd sizes (the gate images), written to `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, data in enumerate(generated_gate_images(count, seed=3)):
-        paths.append(folder / f"frame{i}.jpg")
-        paths[-1].write_bytes(data)
-    return paths
-
-
 def _card_pixels(path: Path, card: ModelCard, resample: Image.Resampling | None = None) -> np.ndarray:
     """The uint8 pixels edgemlic's preprocessing normalizes (resized shorter side, centre crop), or the
     same crop of the whole image resized with `resample`."""
@@ -217,8 +206,8 @@ def _print(label: str, figures: dict) -> None:
         )
 
 
-def test_folded_graph_is_exact_on_the_same_pixels_and_scaling_is_measured(exported, tmp_path):
-    figures = _algebra_and_scaling(exported["fp32"], _jpegs(tmp_path / "frames"))
+def test_folded_graph_is_exact_on_the_same_pixels_and_scaling_is_measured(exported, tmp_path, gate_jpegs):
+    figures = _algebra_and_scaling(exported["fp32"], gate_jpegs(tmp_path / "frames"))
     _print("generated JPEGs", figures)
     algebra = figures.pop("algebra")
     assert algebra.max_abs_diff < 1e-5 and algebra.flip_rate == 0
@@ -523,34 +512,6 @@ def test_makefile_builds_the_library_against_a_deepstream_tree(exported, tmp_pat
         text=True,
     )
     assert missing.returncode != 0 and "install the DeepStream SDK" in missing.stderr
-
-
-def test_cli_writes_the_same_files_as_the_library(exported, tmp_path, cli):
-    frames = _jpegs(tmp_path / "frames", 4)[0].parent
-    code, out, err = cli(
-        ["engine", "deepstream", exported["fp32"], "--out", tmp_path / "cli", "--mode", "secondary"]
-        + ["--operate-on-class-ids", "0,2", "--input-object-min-width", "32", "--parity-images", frames]
-    )
-    assert code == 0, err
-    placement = ClassifierPlacement(mode="secondary", operate_on_class_ids=(0, 2), input_object_min_width=32)
-    library = write_deepstream(exported["fp32"], tmp_path / "lib", placement)
-    for path in library.written:
-        assert str(tmp_path / "cli" / path.name) in out
-        assert (tmp_path / "cli" / path.name).read_bytes() == path.read_bytes()
-    assert "nvinfer-style input vs edgemlic's preprocessing on 4 images: max |dp|" in out
-
-
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (["--operate-on-class-ids", "0,x", "--mode", "secondary"], "give integers separated by commas"),
-        (["--operate-on-gie-id", "1"], "apply to a secondary classifier"),
-        (["--mode", "tertiary"], "choose primary or secondary"),
-    ],
-)
-def test_cli_user_errors_are_one_line(exported, tmp_path, cli, arguments, message):
-    code, _, err = cli(["engine", "deepstream", exported["fp32"], "--out", tmp_path / "ds", *arguments])
-    assert code == 1 and err.count("\n") == 1 and message in err
 
 
 @pytest.mark.coco_mini

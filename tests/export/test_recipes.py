@@ -145,14 +145,3 @@ def test_export_readme_examples_save_and_load_the_engine_of_their_graph():
         saved = re.findall(r"--saveEngine=(\S+)\.engine", block)
         loaded = re.findall(r"--loadEngine=(\S+)\.engine", block)
         assert onnx and saved == onnx and set(loaded) <= set(saved), block
-
-
-def test_recipes_command_writes_what_the_library_writes(exported, tmp_path, cli):
-    code, out, _ = cli(
-        ["engine", "recipes", exported["fp16"], "--out", tmp_path / "cli", "--max-batch", "16"]
-    )
-    assert code == 0 and "build_engine_trt10.sh" in out
-    library = write_recipes(exported["fp16"], tmp_path / "lib", BuildProfile(1, 8, 16))
-    for path in library.written:
-        relative = path.relative_to(tmp_path / "lib")
-        assert (tmp_path / "cli" / relative).read_bytes() == path.read_bytes(), relative

@@ -675,10 +675,3 @@ def test_runtime_imports_without_torch_or_tensorrt():
         "assert not {'torch', 'tensorrt', 'polygraphy'} & set(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-@pytest.mark.without_tensorrt
-def test_build_without_tensorrt_is_one_named_line(exported, cli):
-    code, _, err = cli(["engine", "build", exported["fp16"]])
-    assert code == 1 and err.count("\n") == 1
-    assert "needs tensorrt" in err and "pip install 'edgemlic[tensorrt]'" in err and "JetPack" in err
