@@ -322,3 +322,110 @@ def fake_engine(orin):
         return engine
 
     return make
+
+
+@pytest.fixture(scope="session")
+def learned_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A resnet_tiny that has learned the generated training split: micro-F1 1.0 there, confident scores.
+
+    Parity runs on that split so that every lost decision is the artifact's doing; the INT8 graphs
+    calibrate on the validation split, so calibration and parity images are disjoint.
+    """
+    import torch
+
+    from edgemlic.train.loop import train
+
+    run = tmp_path_factory.mktemp("learned")
+    config = _tiny_config(
+        synth_root,
+        run,
+        epochs=30,
+        lr=3e-3,
+        optimizer="adamw",
+        schedule="cosine",
+        rotation=0.0,
+        patience=1000,
+    )
+    threads = torch.get_num_threads()
+    # two busy shared cores: two threads oversubscribe and train several times slower
+    torch.set_num_threads(1)
+    try:
+        train(config, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return run / "last.pt"  # the memorised state; best.pt is picked by validation, far earlier
+
+
+@pytest.fixture(scope="session")
+def learned_artifacts(
+    learned_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """learned_checkpoint's fp32, fp16 and int8 graphs, which pass parity, and blank_int8, which fails it."""
+    from edgemlic.export.pipeline import Int8Options, export_model
+
+    out = tmp_path_factory.mktemp("parity")
+    cache = out / "cache"
+    paths = {p: export_model(learned_checkpoint, out / "good", p).path for p in ("fp32", "fp16")}
+    paths["int8"] = export_model(
+        learned_checkpoint,
+        out / "good",
+        "int8",
+        int8=Int8Options(
+            calib_data=synth_root,
+            calib_split="val2017",
+            calib_images=16,
+            calib_manifest=out / "good.json",
+            calib_cache=cache,
+        ),
+    ).path
+    # Solid images of the dataset's mean colour: every calibrated range collapses around one value, so
+    # real activations are clipped. This is the artifact the gate exists to stop; export's own gate
+    # refuses it, so it is quantized here without that gate, as a tool other than edgemlic might.
+    blank = []
+    for i in range(2):
+        blank.append(out / f"blank{i}.jpg")
+        Image.new("RGB", (64, 64), (124, 116, 104)).save(blank[-1], quality=95)
+    paths["blank_int8"] = _ungated_int8(paths["fp32"], blank, out / "blank" / "model.int8.onnx", cache)
+    return paths
+
+
+def _ungated_int8(fp32_path: Path, images: list[Path], path: Path, cache: Path) -> Path:
+    """The INT8 graph of these calibration images as the quantizer makes it, with no export gate."""
+    from edgemlic.export.int8 import image_list_calibration_set, quantize_int8
+    from edgemlic.export.onnx import artifact_card, load_graph
+
+    fp32 = load_graph(fp32_path)
+    calibration = image_list_calibration_set(images, fp32.card, "percentile")
+    card = artifact_card(fp32.card, "int8", fp32.card.provenance["checkpoint_sha256"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return quantize_int8(fp32, path, card, calibration, "percentile", "tensorrt", cache).graph.path
+
+
+@pytest.fixture(scope="session")
+def moved_int8(tiny_checkpoint: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model.int8.onnx exported (and gated) from tiny_checkpoint with its weights moved by 1 %."""
+    from edgemlic.export.pipeline import Int8Options, export_model
+
+    out = tmp_path_factory.mktemp("moved")
+    moved = _moved(tiny_checkpoint, out / "moved.pt")
+    calibration = Int8Options(calib_data=synth_root, calib_images=16, calib_cache=out / "cache")
+    return export_model(moved, out, "int8", int8=calibration).path
+
+
+def _moved(checkpoint: Path, path: Path, fraction: float = 0.01) -> Path:
+    """The checkpoint with every weight moved by `fraction` of its tensor's spread, as a few more
+    fine-tuning steps move it: another model that decides almost exactly like the first."""
+    import torch
+
+    from edgemlic.checkpoint import build_model, load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    model = build_model(payload, checkpoint)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.numel() > 1:
+                weight += torch.randn(weight.shape, generator=generator) * fraction * weight.std()
+    state = {k: v for k, v in payload.items() if k not in ("format", "version", "model", "sha256", "card")}
+    save_checkpoint(path, model, payload["card"], **state)
+    return path
