@@ -1,4 +1,6 @@
-"""Shared fixtures (a small generated dataset, the real coco-mini slice) and hardware markers."""
+"""Shared fixtures (a small generated dataset, the real coco-mini slice, a tiny trained model and its
+exports, the `cli` runner) and hardware markers; then what a library's tests share with its command's
+tests in tests/cli."""
 
 from __future__ import annotations
 
@@ -150,6 +152,10 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return exit_info.value.code, out, err
 
     return run
+
+
+# ---- shared by a library's tests and its command's tests in tests/cli ---------------------------------
+# Under --import-mode=importlib test modules cannot import each other, so what both use lives here.
 
 
 @pytest.fixture(scope="session")
