@@ -22,7 +22,7 @@ a few minutes) and exported to FP32 ONNX: no downloadable weights exist here and
 small to train on. Its scores on photos are real network outputs that move with the jitter as any
 network's do, but its classes are shapes, so its card thresholds mean little on photos: each class's
 threshold is set at its 75th-percentile score over the clean photos (on for about a quarter of them),
-the `--on-share` option. Writes results/stream_smoothing.json.
+the `--on-share` option. Writes results/stream_smoothing.json, the machine and its peaks first.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import recorded_machine
 from PIL import Image
 
-from edgemlic.bench.environment import describe_environment
 from edgemlic.images import as_rgb_image
 from edgemlic.io import write_json
 from edgemlic.runtime import Predictor, StreamSmoother
@@ -171,7 +171,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     model = args.model or make_model(args.work)
     video, shown_photos = make_streams(photos, args.streams, args.photos, args.frames, args.seed)
-    with Predictor(model, device="cpu") as predictor:
+    with recorded_machine([model]) as environment, Predictor(model, device="cpu") as predictor:
         clean = predictor.scores(photos)
         thresholds = np.clip(np.quantile(clean, 1 - args.on_share, axis=0), 0.01, 0.99)
         card = predictor.card.replace(class_thresholds=tuple(float(t) for t in thresholds))
@@ -182,6 +182,7 @@ def main() -> None:
         shown = smooth(card, scores, hysteresis, votes)
         results.append({"hysteresis": hysteresis, "votes": list(votes)} | measure(shown, steady, args.frames))
     record = {
+        "environment": environment,
         "what": "label toggles and delay to a true change, jittered real photos as video, ONNX Runtime FP32",
         "images": str(args.images),
         "model": str(model),
@@ -200,7 +201,6 @@ def main() -> None:
         "results": results,
         "seconds": round(time.perf_counter() - started, 1),
         "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "environment": describe_environment([model]),
     }
     write_json(args.out, record)
     cpu = record["environment"]["cpu"]
