@@ -10,7 +10,7 @@ on 32 coco-mini train2017 photographs), each with float input and with `--input 
 photographs, through the library's `time_model` and `time_e2e`; rounds interleave the candidates so a
 burst of other work moves all of them alike. Also: what the one preprocessing function costs per photo
 for each input, and how far each uint8 graph is from its float twin on every val2017 photo.
-Writes results/uint8_e2e.json.
+Writes results/uint8_e2e.json, the machine and this run's peaks first.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from machine import recorded_machine  # noqa: E402
 from run import CALIBRATION_IMAGES, DEFAULT_COCO, log, speed_checkpoint  # noqa: E402
 
-from edgemlic.bench import describe_environment, time_e2e, time_model  # noqa: E402
+from edgemlic.bench import time_e2e, time_model  # noqa: E402
 from edgemlic.bench.timing import LoadMeter  # noqa: E402
 from edgemlic.card import Preprocessing  # noqa: E402
 from edgemlic.compare import compare_scores  # noqa: E402
@@ -130,25 +131,28 @@ def main() -> None:
     paths = export_graphs(checkpoint, args.work / "resnet50-uint8", args.coco)
     photos = sorted((args.coco / "val2017").glob("*.jpg"))
 
-    log("preprocessing cost per photo")
-    cost = preprocess_cost(photos)
-    log(f"  {cost}")
-    cells: list[dict[str, Any]] = []
-    for round_index in range(args.rounds):
-        for graph, path in paths.items():
-            for backend_name in BACKENDS:
-                for mode in ("model", "e2e"):
-                    figures = cell(path, backend_name, mode, photos, args.seconds)
-                    cells.append(
-                        {
-                            "round": round_index,
-                            "graph": graph,
-                            "backend": backend_name,
-                            "mode": mode,
-                            **figures,
-                        }
-                    )
-                    log(f"round {round_index} {graph:14} {backend_name:11} {mode:5} {figures}")
+    with recorded_machine([checkpoint, *paths.values()]) as environment:
+        log("preprocessing cost per photo")
+        cost = preprocess_cost(photos)
+        log(f"  {cost}")
+        cells: list[dict[str, Any]] = []
+        for round_index in range(args.rounds):
+            for graph, path in paths.items():
+                for backend_name in BACKENDS:
+                    for mode in ("model", "e2e"):
+                        figures = cell(path, backend_name, mode, photos, args.seconds)
+                        cells.append(
+                            {
+                                "round": round_index,
+                                "graph": graph,
+                                "backend": backend_name,
+                                "mode": mode,
+                                **figures,
+                            }
+                        )
+                        log(f"round {round_index} {graph:14} {backend_name:11} {mode:5} {figures}")
+        log("parity of the uint8 graphs with their float twins")
+        parity = twin_parity(paths, photos)
 
     summary = {}
     for graph in paths:
@@ -172,12 +176,8 @@ def main() -> None:
                 "e2e_images_per_s": median("e2e", "images_per_s"),
                 "e2e_share_of_model": round(float(np.median(shares)), 3),
             }
-    log("parity of the uint8 graphs with their float twins")
-    parity = twin_parity(paths, photos)
     record = {
-        "environment": describe_environment([checkpoint, *paths.values()]),
-        "note": "other workers' tests and builds ran on this machine during the measurement: it was not "
-        "quiet; see each cell's load_average and other_cpu_share",
+        "environment": environment,
         "model": "resnet50, 12 classes, 224 px, random weights (seed 0)",
         "batch": BATCH,
         "rounds": args.rounds,
