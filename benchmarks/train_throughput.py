@@ -5,7 +5,8 @@
 Input pipeline: images/s that the DataLoader (decode, augment, preprocess in worker processes)
 delivers with no model. Training step: images/s of forward+backward+SGD on a fixed in-memory batch.
 End to end: both together, plus the share of wall time spent waiting for data. On a GPU it uses
-bf16 autocast and channels_last like `edgemlic train`. Prints a table and writes JSON.
+bf16 autocast and channels_last like `edgemlic train`. Prints a table and appends a record to the JSON,
+the machine and its peaks (on the threads torch trains with) first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import recorded_machine
 
 from edgemlic.card import Preprocessing
 from edgemlic.data.coco import load_coco_split
@@ -65,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, recorded_machine([], torch.get_num_threads()) as environment:
         root = args.coco_root or generate_shapes_dataset(
             Path(tmp) / "shapes",
             train_images=max(256, args.batch * (args.steps + 2)),
@@ -118,6 +120,7 @@ def main() -> None:
         total = time.perf_counter() - start
 
     record = {
+        "environment": environment,
         "arch": args.arch, "size": args.size, "batch": args.batch, "steps": args.steps,
         "workers": args.workers, "fast_decode": args.fast_decode,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
