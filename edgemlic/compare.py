@@ -127,11 +127,16 @@ until it memorises its split), and on the 158 coco-mini val2017 photos x 12 clas
 | weights moved 1 % of their spread   | 0.036 / 0.004 (0.5%)  | 0.024 / 0.002 (0.3%)  | 0.028 / 4e-5 (0)     |
 | its INT8                            | 0.093 / 0.011 (1.2%)  | 0.062 / 0.004 (0.5%)  | 0.061 / 1.5e-4 (0)   |
 
-The limits sit about 3 times above the healthy figures (the largest change is a tail figure that grows with
-the data) and under the others: the mean catches another model and a calibration gone wrong, the largest
-change a model that disagrees wildly on a few images. A model fine-tuned a little further (the last two rows)
-is as close as INT8 noise and no score limit can tell it apart: parity refuses it by its provenance
-(parity.descends).
+Re-run 2026-12-02 on a Zen 3 without VNNI (benchmarks/results/score_limits-*.json), whose AVX2
+kernels saturate 16-bit sums: INT8 max / mean 0.20 / 0.010, 0.19 / 0.009 and 0.27 / 0.005 (flips 0.6 %,
+0.9 %, 0.4 %); ranges 1000x too wide are refused by the export gate in all three. The table's INT8 rows
+come from an AVX-512 VNNI machine.
+
+The limits sit about 3 times above the healthy figures on a VNNI machine, about twice on one without (the
+largest change is a tail figure that grows with the data) and under the others: the mean catches another
+model and a calibration gone wrong, the largest change a model that disagrees wildly on a few images. A
+model fine-tuned a little further (the last two rows) is as close as INT8 noise and no score limit can tell
+it apart: parity refuses it by its provenance (parity.descends).
 """
 
 
