@@ -130,9 +130,9 @@ until it memorises its split), and on the 158 coco-mini val2017 photos x 12 clas
 Re-run 2026-12-02 on a Zen 3 without VNNI (benchmarks/results/score_limits-*.json), whose AVX2
 kernels saturate 16-bit sums: INT8 max / mean 0.20 / 0.010, 0.19 / 0.009 and 0.27 / 0.005 (flips 0.6 %,
 0.9 %, 0.4 %); ranges 1000x too wide are refused by the export gate in all three. The table's INT8 rows
-come from an AVX-512 VNNI machine.
+come from an earlier machine its record does not name.
 
-The limits sit about 3 times above the healthy figures on a VNNI machine, about twice on one without (the
+The limits sit about 3 times above the healthy figures of the table, about twice above the Zen 3's (the
 largest change is a tail figure that grows with the data) and under the others: the mean catches another
 model and a calibration gone wrong, the largest change a model that disagrees wildly on a few images. A
 model fine-tuned a little further (the last two rows) is as close as INT8 noise and no score limit can tell
