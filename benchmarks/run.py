@@ -178,32 +178,15 @@ def qoperator_twin(fp32: Path, int8_cpu: Path) -> Path:
     if path.exists():
         return path
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static, save_tensors_data
 
-    from edgemlic.export.int8 import QUANTIZED_OP_TYPES, _method_enum, _tensors_data
+    from edgemlic.export.int8 import tensors_data, write_quantized
 
     report = json.loads(int8_cpu.with_suffix(".export.json").read_text())
-    cache = json.loads(Path(report["calibration"]["cache_file"]).read_text())
+    method = report["calibration"]["method"]
+    ranges = tensors_data(json.loads(Path(report["calibration"]["cache_file"]).read_text()), method)
     source = onnx.load(str(fp32))
     source.metadata_props.extend(onnx.load(str(int8_cpu), load_external_data=False).metadata_props)
-    with tempfile.TemporaryDirectory() as tmp:
-        ranges = Path(tmp) / "ranges.json"
-        method = report["calibration"]["method"]
-        save_tensors_data(_tensors_data(cache, method), ranges)
-        quantize_static(
-            source,
-            path,
-            None,
-            calibration_cache_path=ranges,
-            quant_format=QuantFormat.QOperator,
-            op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-            per_channel=True,
-            reduce_range=False,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=_method_enum(method),
-            extra_options={"WeightSymmetric": True, "OpTypesToExcludeOutputQuantization": ["Gemm"]},
-        )
+    write_quantized(source, path, ranges, method, "cpu", form="qoperator")
     return path
 
 

@@ -428,10 +428,10 @@ def read_cache(path: Path, key: dict[str, Any], tensors: set[str], method: str) 
     except (OSError, UnicodeDecodeError, ValueError) as e:
         return CacheRead(None, f"unreadable ({type(e).__name__})")
     problem = _cache_problem(record, key, tensors)
-    return CacheRead(None, problem) if problem else CacheRead(_tensors_data(record, method))
+    return CacheRead(None, problem) if problem else CacheRead(tensors_data(record, method))
 
 
-def _tensors_data(record: dict[str, Any], method: str) -> Any:
+def tensors_data(record: dict[str, Any], method: str) -> Any:
     """ORT's form of a cache record's ranges: what quantization reads, on a hit and on a miss alike."""
     from onnxruntime.quantization import TensorData, TensorsData
 
@@ -507,7 +507,6 @@ def quantize_int8(
     `method` and `target` are checked by `check_int8_options` first.
     """
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static, save_tensors_data
 
     key = calibration_key(fp32.sha256, calibration.manifest_sha256, card.preprocessing, method, target)
     cache_file = (cache or cache_dir()) / f"{_key_hash(key)}.json"
@@ -518,18 +517,26 @@ def quantize_int8(
             key, calibrate_ranges(fp32.path, calibration.images, card.preprocessing, method, target)
         )
         _write_cache(cache_file, record)
-        ranges = _tensors_data(record, method)
+        ranges = tensors_data(record, method)
 
-    tensorrt = target == "tensorrt"
-    extra_options = {
-        "ActivationSymmetric": tensorrt,
-        "WeightSymmetric": True,
-        "QuantizeBias": not tensorrt,
-        "OpTypesToExcludeOutputQuantization": ["Gemm"],
-    }
     source = onnx.ModelProto()
     source.CopyFrom(fp32.proto)
     set_card(source, card)  # the quantizer keeps the metadata, so the graph is written once, card inside
+    write_quantized(source, path, ranges, method, target)
+    graph = load_graph(path)
+    check_graph(graph.proto, path)
+    return Int8Result(graph, cache_file, cached.ranges is not None, key, cached.problem)
+
+
+def write_quantized(
+    source: Any, path: Path, ranges: Any, method: str, target: str, form: str = "qdq"
+) -> None:
+    """Quantize the float graph `source` with the calibrated `ranges` (ORT's TensorsData) and write it to
+    `path`: the one place the quantizer's settings for each INT8 target live. `form` "qoperator" writes
+    ONNX Runtime's QLinear* operators instead of Q/DQ pairs (benchmarks/run.py compares the two)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static, save_tensors_data
+
+    tensorrt = target == "tensorrt"
     with tempfile.TemporaryDirectory(prefix="edgemlic-quant-") as tmp, _quiet_quantizer():
         ranges_file = Path(tmp) / "ranges.json"  # the checked ranges, in the form ORT's quantizer reads
         save_tensors_data(ranges, ranges_file)
@@ -538,15 +545,17 @@ def quantize_int8(
             path,
             None,
             calibration_cache_path=ranges_file,
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat.QOperator if form == "qoperator" else QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OP_TYPES),
             per_channel=True,
             reduce_range=False,
             activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=_method_enum(method),
-            extra_options=extra_options,
+            extra_options={
+                "ActivationSymmetric": tensorrt,
+                "WeightSymmetric": True,
+                "QuantizeBias": not tensorrt,
+                "OpTypesToExcludeOutputQuantization": ["Gemm"],
+            },
         )
-    graph = load_graph(path)
-    check_graph(graph.proto, path)
-    return Int8Result(graph, cache_file, cached.ranges is not None, key, cached.problem)
